@@ -29,3 +29,6 @@ pub use model::{
 };
 pub use state::{QueueState, SNAPSHOT_FORMAT_VERSION};
 pub use time::Timestamp;
+
+#[cfg(test)]
+mod tests;

@@ -4,11 +4,11 @@
 //!   Command { now, request_id, policy, operation }
 //!        |
 //!        v
-//!   prune request ids ──> repeat? ──yes──> stored response (no events)
-//!        | no
-//!        v
 //!   validate input ──invalid──> Rejected (state unchanged)
 //!        | ok
+//!        v
+//!   prune request ids ──> repeat? ──yes──> stored response (no events)
+//!        | no
 //!        v
 //!   operation (enqueue, reserve, ...) ──> Response + Events
 //! ```
@@ -72,6 +72,16 @@ impl QueueState {
     ///
     /// Pure: the output depends only on `self` and `command`.
     pub fn apply(&mut self, command: &Command) -> CommandOutput {
+        // Input rules do not depend on the state, so an invalid command is
+        // rejected before anything, the request log included, changes.
+        if let Err(error) = validation::validate_command(command) {
+            return CommandOutput {
+                response: Response::Rejected(error),
+                events: Vec::new(),
+                replayed: false,
+            };
+        }
+
         let now = command.now;
         self.latest_time = self.latest_time.max(now);
         self.requests.prune(now, command.policy.request_retention_us);
@@ -97,11 +107,7 @@ impl QueueState {
         }
 
         let mut events = Vec::new();
-        let response = match validation::validate_command(command) {
-            Err(error) => Response::Rejected(error),
-            Ok(()) => self.apply_operation(now, &command.policy, &command.operation, &mut events),
-        };
-
+        let response = self.apply_operation(now, &command.policy, &command.operation, &mut events);
         if let Some(request_id) = &command.request_id {
             self.requests
                 .record(request_id, now, &command.operation, response.clone());
