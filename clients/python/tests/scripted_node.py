@@ -1,4 +1,4 @@
-"""A gRPC Queue server on 127.0.0.1 whose answers a test scripts.
+"""A gRPC Queue server on 127.0.0.1 whose replies a test scripts.
 
 It stands in for a raftq node only where a test needs a reply the real
 cluster cannot be made to give on demand (an UNAVAILABLE with a leader hint,

@@ -43,7 +43,7 @@ def test_datetime_from_timestamp_truncates_nanoseconds() -> None:
     assert moment == datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc)
 
 
-def test_json_object_text_keeps_integers_and_writes_uuids_as_text() -> None:
+def test_json_object_text_keeps_value_types() -> None:
     identifier = uuid4()
 
     text = _convert.json_object_text({"count": 3, "id": identifier, "nested": {"ok": True}})

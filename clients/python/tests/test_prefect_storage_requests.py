@@ -1,7 +1,7 @@
 """What the Prefect storage module sends, checked on a scripted node.
 
 The contract behaviour itself is tested against a real cluster in
-test_standard_suite.py; these tests cover the checks made before any RPC and
+test_standard_suite.py. These tests cover the checks made before any RPC and
 the fields of the requests.
 """
 

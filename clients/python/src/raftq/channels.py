@@ -1,8 +1,8 @@
 """The process's gRPC channels, one per endpoint, shared by every client.
 
 A `grpc.aio` channel belongs to the event loop that created it, so the
-registry keys channels by endpoint and loop. A server process runs one loop
-and so holds one channel per endpoint. Channels of a loop that has been closed
+registry keys channels by endpoint and loop. A server process runs one loop,
+so it has one channel per endpoint. Channels of a loop that has been closed
 are dropped on the next lookup.
 """
 

@@ -21,10 +21,10 @@ class ClientSettings:
     """Where the cluster is and how hard the client retries.
 
     `endpoints` are `host:port` client addresses of the nodes. Each attempt of
-    a unary call has `call_timeout_seconds` as its gRPC deadline, a call makes
-    at most `max_attempts` attempts across the endpoints, and the pause before
+    a unary call has `call_timeout_seconds` as its gRPC deadline. A call makes
+    at most `max_attempts` attempts across the endpoints. The pause before
     attempt n+1 is `initial_backoff_seconds * 2**(n-1)`, capped at
-    `max_backoff_seconds`, with random jitter of up to half of it.
+    `max_backoff_seconds`, less a random jitter of up to half of it.
     """
 
     endpoints: tuple[str, ...]
@@ -98,7 +98,7 @@ def normalize_endpoint(text: str) -> str:
 
 
 def caller_clock_enabled(environment: dict[str, str] | None = None) -> bool:
-    """Return whether RAFTQ_PREFECT_CALLER_CLOCK asks for Prefect's clock as `now`."""
+    """Return whether RAFTQ_PREFECT_CALLER_CLOCK turns on Prefect's clock as `now`."""
     source = os.environ if environment is None else environment
     value = source.get(CALLER_CLOCK_VARIABLE, "").strip().lower()
     if value in ("", "0", "false", "no", "off"):

@@ -32,8 +32,8 @@ class RaftqUnavailableError(RaftqRpcError):
     """A call that failed with a retryable status on every attempt.
 
     The last attempt's status is in `code` and `details`. A write that raised
-    this may still have been applied; retrying it through the same client
-    method sends a new request id, so only the caller can tell whether to.
+    this may still have been applied. Calling the client method again sends a
+    new request id, so the caller decides whether a second apply is safe.
     """
 
     def __init__(
