@@ -18,6 +18,9 @@ use crate::retry::{is_local_transport_failure, is_retryable, CallSafety, RetryCo
 /// Response metadata key in which a follower names the leader's client address.
 pub const LEADER_HINT_HEADER: &str = "x-raftq-leader";
 
+/// Shortest attempt worth starting before the total timeout passes.
+const MIN_FINAL_ATTEMPT: Duration = Duration::from_millis(20);
+
 /// Upper bound on the endpoints learned from leader hints, on top of the
 /// configured ones, so that a misbehaving server cannot grow the list forever.
 const MAX_LEARNED_ENDPOINTS: usize = 16;
@@ -196,6 +199,15 @@ impl Client {
             .retry(self.inner.retry.backoff())
             .sleep(tokio::time::sleep)
             .when(|error: &AttemptError| error.retryable && started.elapsed() < total_timeout)
+            // The last sleep ends at the total timeout, leaving the final
+            // attempt whatever time is left rather than none.
+            .adjust(|_, delay| {
+                let remaining = total_timeout.checked_sub(started.elapsed())?;
+                if remaining < MIN_FINAL_ATTEMPT {
+                    return None;
+                }
+                delay.map(|delay| delay.min(remaining - MIN_FINAL_ATTEMPT))
+            })
             .notify(|error: &AttemptError, delay: Duration| {
                 warn!(
                     operation,
