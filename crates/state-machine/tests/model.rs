@@ -531,7 +531,7 @@ fn run_history(steps: &[Step]) -> (Vec<Command>, Vec<Response>, QueueState) {
             assert_eq!(sequence, model.wakeups.get(&pool).copied().unwrap_or(0));
         }
 
-        // Every message the model knows is in exactly one place in the state.
+        // Every message in the model is in exactly one place in the state.
         for entry in &model.entries {
             let pool = entry.message.work_pool_id;
             let id = entry.message.message_id;

@@ -216,7 +216,7 @@ impl QueueState {
         }
     }
 
-    /// Lists the ids of every pool the state knows.
+    /// Lists the ids of every pool in the state.
     pub fn work_pool_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
         self.pools.keys().copied()
     }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::model::{DeadLetter, Message};
 use crate::time::Timestamp;
 
-/// Every message a pool knows, in one of three states.
+/// The messages of one pool, each in one of three states.
 ///
 /// Invariant: a message id appears in exactly one record, and the record's
 /// state decides which indexes list it (see `QueueState::validate`).
@@ -16,7 +16,7 @@ use crate::time::Timestamp;
 pub(crate) struct Pool {
     pub wakeup_sequence: u64,
     pub records: BTreeMap<Uuid, Record>,
-    /// Idempotency key to the message that holds it. Holds keys of active,
+    /// Idempotency key to the message that owns it, for active,
     /// dead-lettered and tombstoned messages alike.
     pub idempotency_keys: BTreeMap<String, Uuid>,
     /// Active messages without a live reservation, by enqueue sequence.

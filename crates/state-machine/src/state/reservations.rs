@@ -13,7 +13,7 @@ use crate::model::{
 };
 use crate::time::Timestamp;
 
-/// What happened to a message whose lease ran out.
+/// The outcome of a lease that ran out.
 enum LeaseOutcome {
     Redelivered(Message),
     DeadLettered(DeadLetter),

@@ -37,7 +37,7 @@ fn list_dead_letters_pages_in_move_order() {
 }
 
 #[test]
-fn list_dead_letters_of_exact_page_size_has_no_next_cursor() {
+fn full_last_page_has_no_cursor() {
     let mut queue = Harness::new();
     let pool = Uuid::new_v4();
     dead_letter_messages(&mut queue, pool, 2);

@@ -106,7 +106,7 @@ fn enqueue_repeat_of_reserved_message_does_not_wake() {
 }
 
 #[test]
-fn enqueue_repeat_of_dead_letter_returns_it_without_wakeup() {
+fn enqueue_repeat_of_dead_letter_skips_wakeup() {
     let mut queue = Harness::new();
     let pool = Uuid::new_v4();
     let message = queue.enqueue(pool, "key");

@@ -77,7 +77,7 @@ fn request_id_reused_for_other_operation_is_rejected() {
 }
 
 #[test]
-fn repeated_enqueue_with_request_id_does_not_wake_twice() {
+fn repeated_enqueue_wakes_once() {
     let mut queue = Harness::new();
     let pool = Uuid::new_v4();
     let mut command = queue.command(Operation::Enqueue(Harness::enqueue_request(pool, Uuid::new_v4(), "a")));

@@ -137,7 +137,7 @@ fn release_wakes_dispatchers_and_sets_updated_at() {
 }
 
 #[test]
-fn release_at_max_dead_letters_with_lease_and_reason() {
+fn release_at_max_keeps_lease_and_reason() {
     let mut queue = Harness::new();
     let pool = Uuid::new_v4();
     let message = queue.enqueue(pool, "key");
