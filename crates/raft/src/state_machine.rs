@@ -268,3 +268,166 @@ fn record_events(log_id: LogId, events: &[Event], wakeups: &mut HashMap<Uuid, u6
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use openraft::{CommittedLeaderId, Membership};
+    use raftq_state_machine::{Command, Operation, Policy, Timestamp};
+
+    use super::*;
+
+    fn open_store(dir: &std::path::Path) -> StateMachineStore {
+        StateMachineStore::open(SnapshotDir::open(dir.to_path_buf()).unwrap()).unwrap()
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn wake_entry(index: u64, work_pool_id: Uuid) -> Entry {
+        let command = Command {
+            now: Timestamp::from_micros(index as i64),
+            request_id: None,
+            policy: Policy::default(),
+            operation: Operation::WakeDispatchers { work_pool_id },
+        };
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    #[tokio::test]
+    async fn apply_returns_output_only_for_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open_store(dir.path());
+        let pool = Uuid::new_v4();
+        let membership = Membership::new(vec![BTreeSet::from([1])], None);
+
+        let responses = store
+            .apply([
+                Entry {
+                    log_id: log_id(1),
+                    payload: EntryPayload::Blank,
+                },
+                Entry {
+                    log_id: log_id(2),
+                    payload: EntryPayload::Membership(membership.clone()),
+                },
+                wake_entry(3, pool),
+            ])
+            .await
+            .unwrap();
+
+        assert_eq!(responses.len(), 3);
+        assert!(responses[0].is_none());
+        assert!(responses[1].is_none());
+        assert_eq!(responses[2].as_ref().unwrap().events.len(), 1);
+        let (last_applied, stored_membership) = store.applied_state().await.unwrap();
+        assert_eq!(last_applied, Some(log_id(3)));
+        assert_eq!(stored_membership.membership(), &membership);
+    }
+
+    #[tokio::test]
+    async fn snapshot_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Uuid::new_v4();
+        let mut store = open_store(dir.path());
+        store.apply([wake_entry(1, pool), wake_entry(2, pool)]).await.unwrap();
+
+        let snapshot = store.build_snapshot().await.unwrap();
+        drop(store);
+        let mut reopened = open_store(dir.path());
+
+        let (last_applied, _) = reopened.applied_state().await.unwrap();
+        assert_eq!(last_applied, Some(log_id(2)));
+        assert_eq!(reopened.shared.read().queue.wakeup_sequence(pool), 2);
+        let current = reopened.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snapshot.meta);
+    }
+
+    #[tokio::test]
+    async fn install_snapshot_publishes_wakeups() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Uuid::new_v4();
+        let mut leader = open_store(&dir.path().join("leader"));
+        leader
+            .apply((1..=4).map(|index| wake_entry(index, pool)))
+            .await
+            .unwrap();
+        let snapshot = leader.build_snapshot().await.unwrap();
+
+        let mut follower = open_store(&dir.path().join("follower"));
+        let receiver = follower.shared.subscribe_wakeups(pool);
+        follower.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+
+        assert_eq!(*receiver.borrow(), 4);
+        let (last_applied, _) = follower.applied_state().await.unwrap();
+        assert_eq!(last_applied, Some(log_id(4)));
+    }
+
+    #[tokio::test]
+    async fn install_snapshot_rejects_corrupt_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open_store(dir.path());
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(9)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "corrupt".to_string(),
+        };
+
+        let result = store
+            .install_snapshot(&meta, Box::new(Cursor::new(vec![1, 2, 3])))
+            .await;
+
+        assert!(result.is_err());
+        let (last_applied, _) = store.applied_state().await.unwrap();
+        assert_eq!(last_applied, None);
+    }
+
+    /// A subscription made while the pool's only wakeup is being applied
+    /// still ends at that wakeup: either the state it reads holds it or the
+    /// publish reaches its channel. One subscriber per pool, so no channel
+    /// made by another subscriber can hide a missed publish.
+    #[test]
+    fn racing_subscribers_miss_no_wakeup() {
+        const POOLS: usize = 2_000;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pools: Vec<Uuid> = (0..POOLS).map(|_| Uuid::new_v4()).collect();
+        let mut store = open_store(dir.path());
+        let shared = store.shared();
+
+        let receivers = runtime.block_on(async move {
+            let applied_pools = pools.clone();
+            let applier = tokio::spawn(async move {
+                for (index, pool) in applied_pools.iter().enumerate() {
+                    store.apply([wake_entry(index as u64 + 1, *pool)]).await.unwrap();
+                }
+            });
+
+            let subscriber = tokio::spawn(async move {
+                pools
+                    .into_iter()
+                    .map(|pool| (pool, shared.subscribe_wakeups(pool)))
+                    .collect::<Vec<_>>()
+            });
+
+            applier.await.unwrap();
+            subscriber.await.unwrap()
+        });
+
+        let missed: Vec<Uuid> = receivers
+            .iter()
+            .filter(|(_, receiver)| *receiver.borrow() != 1)
+            .map(|(pool, _)| *pool)
+            .collect();
+        assert!(missed.is_empty(), "{} of {POOLS} subscribers missed their wakeup", missed.len());
+    }
+}

@@ -144,7 +144,7 @@ mod tests {
     fn publish_to_other_pool_leaves_subscriber_alone() {
         let hub = WakeupHub::default();
         let pool = Uuid::new_v4();
-        let mut receiver = hub.subscribe(pool, || 0);
+        let receiver = hub.subscribe(pool, || 0);
 
         hub.publish(Uuid::new_v4(), 9);
 
