@@ -10,43 +10,54 @@ use serde::Serialize;
 /// Failure to encode or decode a versioned value.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("empty {what}: expected a format version byte")]
-    Empty { what: &'static str },
+    #[error("empty {value_name}: expected a format version byte")]
+    Empty { value_name: &'static str },
 
-    #[error("unsupported {what} format version {found}; this build reads version {supported}")]
+    #[error(
+        "unsupported {value_name} format version {found}, but this build reads version {supported}"
+    )]
     UnsupportedVersion {
-        what: &'static str,
+        value_name: &'static str,
         found: u8,
         supported: u8,
     },
 
-    #[error("malformed {what}: {source}")]
+    #[error("malformed {value_name}: {source}")]
     Bincode {
-        what: &'static str,
+        value_name: &'static str,
         #[source]
         source: bincode::Error,
     },
 }
 
 /// Encodes `value` with bincode 1.3 behind the `version` byte.
-pub(crate) fn encode<T: Serialize>(what: &'static str, version: u8, value: &T) -> Result<Vec<u8>, CodecError> {
+pub(crate) fn encode<T: Serialize>(
+    value_name: &'static str,
+    version: u8,
+    value: &T,
+) -> Result<Vec<u8>, CodecError> {
     let mut bytes = vec![version];
-    bincode::serialize_into(&mut bytes, value).map_err(|source| CodecError::Bincode { what, source })?;
+    bincode::serialize_into(&mut bytes, value)
+        .map_err(|source| CodecError::Bincode { value_name, source })?;
     Ok(bytes)
 }
 
 /// Decodes a value written by [`encode`] with the same `version`.
-pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, version: u8, bytes: &[u8]) -> Result<T, CodecError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    value_name: &'static str,
+    version: u8,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
     match bytes.split_first() {
         Some((&found, body)) if found == version => {
-            bincode::deserialize(body).map_err(|source| CodecError::Bincode { what, source })
+            bincode::deserialize(body).map_err(|source| CodecError::Bincode { value_name, source })
         }
         Some((&found, _)) => Err(CodecError::UnsupportedVersion {
-            what,
+            value_name,
             found,
             supported: version,
         }),
-        None => Err(CodecError::Empty { what }),
+        None => Err(CodecError::Empty { value_name }),
     }
 }
 
@@ -65,7 +76,14 @@ mod tests {
     fn decode_rejects_other_version() {
         let bytes = encode("test value", 2, &7_u64).unwrap();
         let error = decode::<u64>("test value", 1, &bytes).unwrap_err();
-        assert!(matches!(error, CodecError::UnsupportedVersion { found: 2, supported: 1, .. }));
+        assert!(matches!(
+            error,
+            CodecError::UnsupportedVersion {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Holds `raft/` (the sled log) and `snapshots/`.
     pub data_dir: PathBuf,
-    /// Where the peer gRPC service listens; port 0 picks a free port, which
-    /// [`crate::RaftNode::peer_addr`] then returns.
+    /// Listen address of the peer gRPC service. Port 0 picks a free port,
+    /// which [`crate::RaftNode::peer_addr`] then returns.
     pub peer_listen: SocketAddr,
     /// The addresses that other nodes and clients use for this node.
     pub advertise: NodeInfo,
@@ -50,7 +50,12 @@ impl NodeConfig {
     pub const DEFAULT_MEMBERSHIP_TIMEOUT_MS: u64 = 60_000;
 
     /// Returns a configuration with the default timings.
-    pub fn new(node_id: u64, data_dir: PathBuf, peer_listen: SocketAddr, advertise: NodeInfo) -> Self {
+    pub fn new(
+        node_id: u64,
+        data_dir: PathBuf,
+        peer_listen: SocketAddr,
+        advertise: NodeInfo,
+    ) -> Self {
         NodeConfig {
             node_id,
             data_dir,

@@ -12,21 +12,25 @@ use crate::types::NodeInfo;
 /// Failure of [`crate::RaftNode::write`].
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// This node is not the leader. `leader` holds the leader's addresses
-    /// when this node knows them; forward the request to its `client_addr`.
-    #[error("node is not the leader; forward to leader {leader_id:?} ({})", describe_leader(leader))]
+    /// This node is not the leader. Forward the request to the
+    /// `client_addr` of `leader`, which is `None` when this node has no
+    /// address for the leader.
+    #[error(
+        "node is not the leader, forward to leader {leader_id:?} ({})",
+        describe_leader(leader)
+    )]
     ForwardToLeader {
         leader_id: Option<u64>,
         leader: Option<NodeInfo>,
     },
 
-    /// No quorum answered in time, or the node is shutting down. Retry,
+    /// No quorum acknowledged in time, or the node is shutting down. Retry,
     /// with the same request id, here or on another node. The write may
     /// still commit later.
-    #[error("cluster unavailable: {reason}; retry with the same request id")]
+    #[error("cluster unavailable ({reason}), retry with the same request id")]
     Unavailable { reason: String },
 
-    /// The log or snapshot storage failed; the node stopped.
+    /// The log or snapshot storage failed, and the node stopped.
     #[error("raft storage failed: {0}")]
     Storage(String),
 
@@ -38,8 +42,11 @@ pub enum WriteError {
 /// Failure of [`crate::RaftNode::read_linearizable`].
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// This node is not the leader; read from the leader or read locally.
-    #[error("node is not the leader; forward to leader {leader_id:?} ({})", describe_leader(leader))]
+    /// This node is not the leader. Read from the leader, or read locally.
+    #[error(
+        "node is not the leader, forward to leader {leader_id:?} ({})",
+        describe_leader(leader)
+    )]
     ForwardToLeader {
         leader_id: Option<u64>,
         leader: Option<NodeInfo>,
@@ -47,7 +54,7 @@ pub enum ReadError {
 
     /// Leadership could not be confirmed with a quorum in time, or the node
     /// is shutting down. Retry.
-    #[error("cluster unavailable: {reason}; retry")]
+    #[error("cluster unavailable ({reason}), retry")]
     Unavailable { reason: String },
 
     #[error("raft storage failed: {0}")]
@@ -60,16 +67,20 @@ pub enum ReadError {
 /// Failure of a membership operation.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
-    /// Membership changes run on the leader; send the request there.
-    #[error("node is not the leader; forward to leader {leader_id:?} ({})", describe_leader(leader))]
+    /// Membership changes run on the leader, so send the request there.
+    #[error(
+        "node is not the leader, forward to leader {leader_id:?} ({})",
+        describe_leader(leader)
+    )]
     ForwardToLeader {
         leader_id: Option<u64>,
         leader: Option<NodeInfo>,
     },
 
-    /// Another change is in progress, no quorum answered, or the timeout
-    /// passed. Retry; a change that timed out may still complete.
-    #[error("membership change unavailable: {reason}; retry")]
+    /// Another change is in progress, no quorum acknowledged, or the timeout
+    /// passed. Retry, knowing that a change that timed out may still
+    /// complete.
+    #[error("membership change unavailable ({reason}), retry")]
     Unavailable { reason: String },
 
     /// The requested membership is not allowed, for example an empty voter
@@ -204,11 +215,11 @@ impl From<ClientWriteError<u64, NodeInfo>> for MembershipError {
                 leader_id: forward.leader_id,
                 leader: forward.leader_node,
             },
-            ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(in_progress)) => {
-                MembershipError::Unavailable {
-                    reason: in_progress.to_string(),
-                }
-            }
+            ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(
+                in_progress,
+            )) => MembershipError::Unavailable {
+                reason: in_progress.to_string(),
+            },
             ClientWriteError::ChangeMembershipError(other) => MembershipError::Invalid {
                 reason: other.to_string(),
             },

@@ -1,6 +1,6 @@
 //! The Raft log and vote on sled.
 //!
-//! One `sled::Db` per node, under `<data_dir>/raft`, holds four trees:
+//! One `sled::Db` per node, under `<data_dir>/raft`, contains four trees:
 //!
 //! | tree              | key                          | value                                   |
 //! |-------------------|------------------------------|-----------------------------------------|
@@ -73,13 +73,17 @@ impl LogStore {
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
-        read_value(&self.inner.purged, LAST_PURGED_KEY, "last purged log id").map_err(|error| {
-            StorageIOError::read_logs(error).into()
-        })
+        read_value(&self.inner.purged, LAST_PURGED_KEY, "last purged log id")
+            .map_err(|error| StorageIOError::read_logs(error).into())
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let Some((_, bytes)) = self.inner.entries.last().map_err(|error| read_logs_error(&error))? else {
+        let Some((_, bytes)) = self
+            .inner
+            .entries
+            .last()
+            .map_err(|error| read_logs_error(&error))?
+        else {
             return Ok(None);
         };
         let entry: Entry = decode_value(&bytes, "log entry").map_err(read_logs_error)?;
@@ -146,14 +150,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        read_value(&self.inner.vote, VOTE_KEY, "vote").map_err(|error| StorageIOError::read_vote(error).into())
+        read_value(&self.inner.vote, VOTE_KEY, "vote")
+            .map_err(|error| StorageIOError::read_vote(error).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let result = match committed {
             Some(log_id) => {
-                let bytes = encode_value(&log_id, "committed log id").map_err(StorageIOError::write)?;
-                self.inner.committed.insert(COMMITTED_KEY, bytes).map(|_| ())
+                let bytes =
+                    encode_value(&log_id, "committed log id").map_err(StorageIOError::write)?;
+                self.inner
+                    .committed
+                    .insert(COMMITTED_KEY, bytes)
+                    .map(|_| ())
             }
             None => self.inner.committed.remove(COMMITTED_KEY).map(|_| ()),
         };
@@ -166,7 +175,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|error| StorageIOError::read(error).into())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -177,9 +190,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|error| StorageIOError::write_log_entry(entry.log_id, error))?;
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
-        self.inner.entries.apply_batch(batch).map_err(|error| write_logs_error(&error))?;
+        self.inner
+            .entries
+            .apply_batch(batch)
+            .map_err(|error| write_logs_error(&error))?;
 
-        // The entries are readable now; they are durable only once the flush
+        // The entries are readable now. They are durable only once the flush
         // returns, and only then may openraft count this node's copy.
         match self.flush().await {
             Ok(()) => {
@@ -201,8 +217,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let (key, _) = item.map_err(|error| write_logs_error(&error))?;
             batch.remove(key);
         }
-        self.inner.entries.apply_batch(batch).map_err(|error| write_logs_error(&error))?;
-        self.flush().await.map_err(|error| write_logs_error(&error))?;
+        self.inner
+            .entries
+            .apply_batch(batch)
+            .map_err(|error| write_logs_error(&error))?;
+        self.flush()
+            .await
+            .map_err(|error| write_logs_error(&error))?;
         Ok(())
     }
 
@@ -211,7 +232,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
         // The marker goes first: if the node stops between the two steps, the
         // log state still reports no entry at or below the marker as present.
-        let bytes = encode_value(&log_id, "last purged log id").map_err(StorageIOError::write_logs)?;
+        let bytes =
+            encode_value(&log_id, "last purged log id").map_err(StorageIOError::write_logs)?;
         self.inner
             .purged
             .insert(LAST_PURGED_KEY, bytes)
@@ -222,7 +244,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let (key, _) = item.map_err(|error| write_logs_error(&error))?;
             batch.remove(key);
         }
-        self.inner.entries.apply_batch(batch).map_err(|error| write_logs_error(&error))?;
+        self.inner
+            .entries
+            .apply_batch(batch)
+            .map_err(|error| write_logs_error(&error))?;
         Ok(())
     }
 }
@@ -231,17 +256,24 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-fn encode_value<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, AnyError> {
-    codec::encode(what, LOG_FORMAT_VERSION, value).map_err(|error| AnyError::new(&error))
+fn encode_value<T: Serialize>(value: &T, value_name: &'static str) -> Result<Vec<u8>, AnyError> {
+    codec::encode(value_name, LOG_FORMAT_VERSION, value).map_err(|error| AnyError::new(&error))
 }
 
-fn decode_value<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, AnyError> {
-    codec::decode(what, LOG_FORMAT_VERSION, bytes).map_err(|error| AnyError::new(&error))
+fn decode_value<T: DeserializeOwned>(
+    bytes: &[u8],
+    value_name: &'static str,
+) -> Result<T, AnyError> {
+    codec::decode(value_name, LOG_FORMAT_VERSION, bytes).map_err(|error| AnyError::new(&error))
 }
 
-fn read_value<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8], what: &'static str) -> Result<Option<T>, AnyError> {
+fn read_value<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+    value_name: &'static str,
+) -> Result<Option<T>, AnyError> {
     match tree.get(key).map_err(|error| AnyError::new(&error))? {
-        Some(bytes) => decode_value(&bytes, what).map(Some),
+        Some(bytes) => decode_value(&bytes, value_name).map(Some),
         None => Ok(None),
     }
 }

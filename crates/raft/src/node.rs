@@ -25,12 +25,12 @@ use crate::snapshot_file::SnapshotDir;
 use crate::state_machine::{SharedState, StateMachineStore};
 use crate::types::{NodeInfo, Raft, RaftMetrics, TypeConfig};
 
-/// What [`RaftNode::initialize`] did.
+/// The outcome of [`RaftNode::initialize`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitOutcome {
     /// This call formed the cluster.
     Initialized,
-    /// The node already had a membership; nothing changed.
+    /// The node already had a membership, so nothing changed.
     AlreadyInitialized,
 }
 
@@ -56,7 +56,8 @@ struct PeerServer {
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-type ClientWriteResult = Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, NodeInfo>>>;
+type ClientWriteResult =
+    Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, NodeInfo>>>;
 
 impl RaftNode {
     /// Opens the log and the latest snapshot, starts openraft and serves the
@@ -72,8 +73,12 @@ impl RaftNode {
                 path: raft_dir.clone(),
                 source,
             })?;
-        let log_store = LogStore::open(&db).map_err(|source| StartError::OpenLog { path: raft_dir, source })?;
-        let snapshots = SnapshotDir::open(config.snapshot_dir()).map_err(crate::state_machine::StateMachineOpenError::from)?;
+        let log_store = LogStore::open(&db).map_err(|source| StartError::OpenLog {
+            path: raft_dir,
+            source,
+        })?;
+        let snapshots = SnapshotDir::open(config.snapshot_dir())
+            .map_err(crate::state_machine::StateMachineOpenError::from)?;
         let state_machine = StateMachineStore::open(snapshots)?;
         let shared = state_machine.shared();
 
@@ -83,13 +88,25 @@ impl RaftNode {
                 addr: config.peer_listen,
                 source,
             })?;
-        let peer_addr = listener.local_addr().map_err(|source| StartError::BindPeer {
-            addr: config.peer_listen,
-            source,
-        })?;
+        let peer_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::BindPeer {
+                addr: config.peer_listen,
+                source,
+            })?;
 
-        let network = PeerNetwork::new(config.node_id, Duration::from_millis(config.peer_connect_timeout_ms));
-        let raft = Raft::new(config.node_id, openraft_config, network, log_store, state_machine).await?;
+        let network = PeerNetwork::new(
+            config.node_id,
+            Duration::from_millis(config.peer_connect_timeout_ms),
+        );
+        let raft = Raft::new(
+            config.node_id,
+            openraft_config,
+            network,
+            log_store,
+            state_machine,
+        )
+        .await?;
 
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -138,23 +155,35 @@ impl RaftNode {
     /// retry with the same request id.
     pub async fn write(&self, command: Command) -> Result<CommandOutput, WriteError> {
         let timeout = self.inner.config.request_timeout();
-        let result: ClientWriteResult = match tokio::time::timeout(timeout, self.inner.raft.client_write(command)).await {
-            Ok(result) => result,
-            Err(_elapsed) => {
-                tracing::warn!(node_id = self.node_id(), timeout_ms = timeout.as_millis() as u64, "write timed out");
-                return Err(WriteError::Unavailable {
-                    reason: format!("no commit within {} ms", timeout.as_millis()),
-                });
-            }
-        };
+        let result: ClientWriteResult =
+            match tokio::time::timeout(timeout, self.inner.raft.client_write(command)).await {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    tracing::warn!(
+                        node_id = self.node_id(),
+                        timeout_ms = timeout.as_millis() as u64,
+                        "write timed out"
+                    );
+                    return Err(WriteError::Unavailable {
+                        reason: format!("no commit within {} ms", timeout.as_millis()),
+                    });
+                }
+            };
 
         match result {
             Ok(response) => response.data.ok_or_else(|| {
-                WriteError::Fatal(format!("entry {} of a command returned no output", response.log_id))
+                WriteError::Fatal(format!(
+                    "entry {} of a command returned no output",
+                    response.log_id
+                ))
             }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(forward.into()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(forward.into())
+            }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
-                Err(WriteError::Fatal(format!("a command write returned a membership error: {error}")))
+                Err(WriteError::Fatal(format!(
+                    "a command write returned a membership error: {error}"
+                )))
             }
             Err(RaftError::Fatal(fatal)) => Err(Stopped::from(&fatal).into()),
         }
@@ -162,7 +191,10 @@ impl RaftNode {
 
     /// Confirms leadership with a quorum (openraft's read index), waits until
     /// this node applied up to the read index, then runs `f` on the state.
-    pub async fn read_linearizable<T>(&self, f: impl FnOnce(&QueueState) -> T) -> Result<T, ReadError> {
+    pub async fn read_linearizable<T>(
+        &self,
+        f: impl FnOnce(&QueueState) -> T,
+    ) -> Result<T, ReadError> {
         let timeout = self.inner.config.request_timeout();
         let started = tokio::time::Instant::now();
         let unavailable = |what: &str| ReadError::Unavailable {
@@ -174,7 +206,9 @@ impl RaftNode {
             .map_err(|_elapsed| unavailable("no quorum confirmed leadership"))?;
         let (read_log_id, applied) = match read_index {
             Ok(ids) => ids,
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => return Err(forward.into()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                return Err(forward.into())
+            }
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => {
                 return Err(ReadError::Unavailable {
                     reason: error.to_string(),
@@ -216,19 +250,26 @@ impl RaftNode {
         self.inner.raft.metrics()
     }
 
-    /// Returns the leader this node knows of, with its addresses when the
+    /// Returns the leader in this node's metrics, with its addresses when the
     /// membership lists them.
     pub fn current_leader(&self) -> Option<(u64, Option<NodeInfo>)> {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
         let leader_id = metrics.current_leader?;
-        let leader = metrics.membership_config.membership().get_node(&leader_id).cloned();
+        let leader = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader_id)
+            .cloned();
         Some((leader_id, leader))
     }
 
     /// Forms a cluster of `members`, which must include this node. Calling
     /// it on a node that already has a membership changes nothing.
-    pub async fn initialize(&self, members: BTreeMap<u64, NodeInfo>) -> Result<InitOutcome, MembershipError> {
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<u64, NodeInfo>,
+    ) -> Result<InitOutcome, MembershipError> {
         let initialized = self
             .inner
             .raft
@@ -236,7 +277,10 @@ impl RaftNode {
             .await
             .map_err(|fatal| MembershipError::from(Stopped::from(&fatal)))?;
         if initialized {
-            tracing::info!(node_id = self.node_id(), "cluster already initialized; ignoring initialize");
+            tracing::info!(
+                node_id = self.node_id(),
+                "cluster already initialized, so initialize changed nothing"
+            );
             return Ok(InitOutcome::AlreadyInitialized);
         }
 
@@ -247,12 +291,14 @@ impl RaftNode {
                 Ok(InitOutcome::Initialized)
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(error))) => {
-                tracing::info!(node_id = self.node_id(), %error, "cluster already initialized; ignoring initialize");
+                tracing::info!(node_id = self.node_id(), %error, "cluster already initialized, so initialize changed nothing");
                 Ok(InitOutcome::AlreadyInitialized)
             }
-            Err(RaftError::APIError(InitializeError::NotInMembers(error))) => Err(MembershipError::Invalid {
-                reason: error.to_string(),
-            }),
+            Err(RaftError::APIError(InitializeError::NotInMembers(error))) => {
+                Err(MembershipError::Invalid {
+                    reason: error.to_string(),
+                })
+            }
             Err(RaftError::Fatal(fatal)) => Err(Stopped::from(&fatal).into()),
         }
     }
@@ -261,18 +307,22 @@ impl RaftNode {
     pub async fn add_learner(&self, id: u64, node: NodeInfo) -> Result<(), MembershipError> {
         tracing::info!(node_id = self.node_id(), learner = id, %node, "adding a learner");
         let raft = self.inner.raft.clone();
-        self.change_membership("add learner", async move { raft.add_learner(id, node, true).await })
-            .await
+        self.change_membership("add learner", async move {
+            raft.add_learner(id, node, true).await
+        })
+        .await
     }
 
     /// Makes `voters` the voter set. Each new voter must already be a
-    /// learner; a voter left out stays a learner.
+    /// learner, and a voter left out stays a learner.
     pub async fn change_voters(&self, voters: BTreeSet<u64>) -> Result<(), MembershipError> {
         tracing::info!(node_id = self.node_id(), voters = ?voters, "changing the voter set");
         let raft = self.inner.raft.clone();
         let change = ChangeMembers::ReplaceAllVoters(voters);
-        self.change_membership("change voters", async move { raft.change_membership(change, true).await })
-            .await
+        self.change_membership("change voters", async move {
+            raft.change_membership(change, true).await
+        })
+        .await
     }
 
     /// Removes a node from the voters and the learners. Removing a node that
@@ -282,14 +332,26 @@ impl RaftNode {
             let metrics = self.inner.raft.metrics();
             let metrics = metrics.borrow();
             let membership = metrics.membership_config.membership();
-            (membership.voter_ids().any(|voter| voter == id), membership.get_node(&id).is_some())
+            (
+                membership.voter_ids().any(|voter| voter == id),
+                membership.get_node(&id).is_some(),
+            )
         };
         if !is_member {
-            tracing::info!(node_id = self.node_id(), removed = id, "node is not a member; nothing to remove");
+            tracing::info!(
+                node_id = self.node_id(),
+                removed = id,
+                "node is not a member, so there is nothing to remove"
+            );
             return Ok(());
         }
 
-        tracing::info!(node_id = self.node_id(), removed = id, is_voter, "removing a node");
+        tracing::info!(
+            node_id = self.node_id(),
+            removed = id,
+            is_voter,
+            "removing a node"
+        );
         let ids = BTreeSet::from([id]);
         let change = if is_voter {
             ChangeMembers::RemoveVoters(ids)
@@ -298,8 +360,10 @@ impl RaftNode {
         };
         let raft = self.inner.raft.clone();
         // `retain = false` drops a removed voter from the learners as well.
-        self.change_membership("remove node", async move { raft.change_membership(change, false).await })
-            .await
+        self.change_membership("remove node", async move {
+            raft.change_membership(change, false).await
+        })
+        .await
     }
 
     async fn change_membership(
@@ -308,12 +372,22 @@ impl RaftNode {
         change: impl std::future::Future<Output = ClientWriteResult>,
     ) -> Result<(), MembershipError> {
         let timeout = self.inner.config.membership_timeout();
-        let result = tokio::time::timeout(timeout, change).await.map_err(|_elapsed| {
-            tracing::warn!(node_id = self.node_id(), action, timeout_ms = timeout.as_millis() as u64, "membership change timed out");
-            MembershipError::Unavailable {
-                reason: format!("{action} did not complete within {} ms", timeout.as_millis()),
-            }
-        })?;
+        let result = tokio::time::timeout(timeout, change)
+            .await
+            .map_err(|_elapsed| {
+                tracing::warn!(
+                    node_id = self.node_id(),
+                    action,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "membership change timed out"
+                );
+                MembershipError::Unavailable {
+                    reason: format!(
+                        "{action} did not complete within {} ms",
+                        timeout.as_millis()
+                    ),
+                }
+            })?;
         match result {
             Ok(response) => {
                 tracing::info!(node_id = self.node_id(), action, log_id = %response.log_id, "membership change committed");
@@ -342,7 +416,7 @@ impl RaftNode {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
         if let Some(PeerServer { stop, task }) = peer_server {
-            // The server may have stopped on its own already; the join reports why.
+            // The server may have stopped on its own already, and the join reports why.
             let _ = stop.send(());
             match task.await {
                 Ok(Ok(())) => {}
@@ -351,7 +425,12 @@ impl RaftNode {
             }
         }
 
-        let db = self.inner.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let db = self
+            .inner
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         if let Some(db) = db {
             db.flush_async().await?;
         }

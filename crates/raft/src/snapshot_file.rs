@@ -1,6 +1,6 @@
 //! The node's latest snapshot on disk, under `<data_dir>/snapshots`.
 //!
-//! The directory holds one file, `snapshot.bin`:
+//! The directory contains one file, `snapshot.bin`:
 //! [`SNAPSHOT_FILE_FORMAT_VERSION`] followed by bincode 1.3 of the snapshot
 //! meta (last log id, last membership, snapshot id) and the bytes of
 //! `QueueState::to_snapshot()`, which carry their own format version.
@@ -53,7 +53,7 @@ struct SnapshotFile {
 /// The snapshot directory of one node.
 pub struct SnapshotDir {
     dir: PathBuf,
-    /// Serializes saves and holds the last log id of the file on disk, so a
+    /// Serializes saves and stores the last log id of the file on disk, so a
     /// slow build never replaces a newer snapshot that was installed meanwhile.
     saved_last_log_id: Mutex<Option<LogId>>,
 }
@@ -65,7 +65,9 @@ impl SnapshotDir {
         fs::create_dir_all(&dir).map_err(|source| io_error(&dir, source))?;
         let temporary = dir.join(TEMPORARY_FILE);
         match fs::remove_file(&temporary) {
-            Ok(()) => tracing::info!(path = %temporary.display(), "removed an unfinished snapshot file"),
+            Ok(()) => {
+                tracing::info!(path = %temporary.display(), "removed an unfinished snapshot file")
+            }
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(io_error(&temporary, source)),
         }
@@ -115,8 +117,9 @@ impl SnapshotDir {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(io_error(&path, source)),
         };
-        let file: SnapshotFile = codec::decode("snapshot file", SNAPSHOT_FILE_FORMAT_VERSION, &bytes)
-            .map_err(|source| codec_error(&path, source))?;
+        let file: SnapshotFile =
+            codec::decode("snapshot file", SNAPSHOT_FILE_FORMAT_VERSION, &bytes)
+                .map_err(|source| codec_error(&path, source))?;
         Ok(Some((file.meta, file.state)))
     }
 }
@@ -143,7 +146,9 @@ fn codec_error(path: &Path, source: CodecError) -> SnapshotFileError {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded value is a plain log id, valid even after a panic.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

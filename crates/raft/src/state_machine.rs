@@ -43,19 +43,27 @@ pub(crate) struct SharedState {
 impl SharedState {
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
         // A panic inside `QueueState::apply` is a bug that openraft reports as
-        // fatal; readers may still look at the last state.
-        self.applied.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        // fatal. Readers may still look at the last state.
+        self.applied
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, AppliedState> {
-        self.applied.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.applied
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Returns a receiver of the pool's applied wakeup sequence; see
+    /// Returns a receiver of the pool's applied wakeup sequence. See
     /// [`WakeupHub`] for why it never misses one.
-    pub(crate) fn subscribe_wakeups(&self, work_pool_id: Uuid) -> tokio::sync::watch::Receiver<u64> {
-        self.wakeups
-            .subscribe(work_pool_id, || self.read().queue.wakeup_sequence(work_pool_id))
+    pub(crate) fn subscribe_wakeups(
+        &self,
+        work_pool_id: Uuid,
+    ) -> tokio::sync::watch::Receiver<u64> {
+        self.wakeups.subscribe(work_pool_id, || {
+            self.read().queue.wakeup_sequence(work_pool_id)
+        })
     }
 
     fn publish_all_wakeups(&self) {
@@ -138,7 +146,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let response = match entry.payload {
                     EntryPayload::Blank => None,
                     EntryPayload::Membership(membership) => {
-                        applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                        applied.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
                         None
                     }
                     EntryPayload::Normal(command) => {
@@ -173,8 +182,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let state_bytes = snapshot.into_inner();
-        let queue = decode_state(&state_bytes)
-            .map_err(|error| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(error)))?;
+        let queue = decode_state(&state_bytes).map_err(|error| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(error))
+        })?;
 
         save_snapshot(&self.shared, meta.clone(), state_bytes).await?;
         {
@@ -208,13 +218,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        // NOTE: encoding runs under the read lock, so applies wait for it; it
+        // NOTE: encoding runs under the read lock, so applies wait for it. It
         // costs one pass over the state per `snapshot_every_entries` entries.
         let (meta, state_bytes) = {
             let applied = self.shared.read();
             let build = self.shared.builds.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match applied.last_applied {
-                Some(log_id) => format!("{}-{}-{}-{build}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
+                Some(log_id) => format!(
+                    "{}-{}-{}-{build}",
+                    log_id.leader_id.term, log_id.leader_id.node_id, log_id.index
+                ),
                 None => format!("empty-{build}"),
             };
             let meta = SnapshotMeta {
@@ -234,7 +247,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     }
 }
 
-async fn save_snapshot(shared: &Arc<SharedState>, meta: SnapshotMeta, state_bytes: Vec<u8>) -> Result<(), StorageError> {
+async fn save_snapshot(
+    shared: &Arc<SharedState>,
+    meta: SnapshotMeta,
+    state_bytes: Vec<u8>,
+) -> Result<(), StorageError> {
     let shared = shared.clone();
     let signature = meta.signature();
     let written = tokio::task::spawn_blocking(move || shared.snapshots.save(&meta, &state_bytes))
@@ -251,11 +268,17 @@ async fn save_snapshot(shared: &Arc<SharedState>, meta: SnapshotMeta, state_byte
 fn record_events(log_id: LogId, events: &[Event], wakeups: &mut HashMap<Uuid, u64>) {
     for event in events {
         match event {
-            Event::WakeupAdvanced { work_pool_id, sequence } => {
+            Event::WakeupAdvanced {
+                work_pool_id,
+                sequence,
+            } => {
                 let latest = wakeups.entry(*work_pool_id).or_default();
                 *latest = (*latest).max(*sequence);
             }
-            Event::DeadLettered { dead_letter, source } => {
+            Event::DeadLettered {
+                dead_letter,
+                source,
+            } => {
                 tracing::warn!(
                     log_index = log_id.index,
                     pool = %dead_letter.message.work_pool_id,
@@ -335,7 +358,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = Uuid::new_v4();
         let mut store = open_store(dir.path());
-        store.apply([wake_entry(1, pool), wake_entry(2, pool)]).await.unwrap();
+        store
+            .apply([wake_entry(1, pool), wake_entry(2, pool)])
+            .await
+            .unwrap();
 
         let snapshot = store.build_snapshot().await.unwrap();
         drop(store);
@@ -361,7 +387,10 @@ mod tests {
 
         let mut follower = open_store(&dir.path().join("follower"));
         let receiver = follower.shared.subscribe_wakeups(pool);
-        follower.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+        follower
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
 
         assert_eq!(*receiver.borrow(), 4);
         let (last_applied, _) = follower.applied_state().await.unwrap();
@@ -388,7 +417,7 @@ mod tests {
     }
 
     /// A subscription made while the pool's only wakeup is being applied
-    /// still ends at that wakeup: either the state it reads holds it or the
+    /// still ends at that wakeup: either the state it reads contains it or the
     /// publish reaches its channel. One subscriber per pool, so no channel
     /// made by another subscriber can hide a missed publish.
     #[test]
@@ -408,7 +437,10 @@ mod tests {
             let applied_pools = pools.clone();
             let applier = tokio::spawn(async move {
                 for (index, pool) in applied_pools.iter().enumerate() {
-                    store.apply([wake_entry(index as u64 + 1, *pool)]).await.unwrap();
+                    store
+                        .apply([wake_entry(index as u64 + 1, *pool)])
+                        .await
+                        .unwrap();
                 }
             });
 
@@ -428,6 +460,10 @@ mod tests {
             .filter(|(_, receiver)| *receiver.borrow() != 1)
             .map(|(pool, _)| *pool)
             .collect();
-        assert!(missed.is_empty(), "{} of {POOLS} subscribers missed their wakeup", missed.len());
+        assert!(
+            missed.is_empty(),
+            "{} of {POOLS} subscribers missed their wakeup",
+            missed.len()
+        );
     }
 }

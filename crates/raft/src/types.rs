@@ -18,7 +18,11 @@ pub struct NodeInfo {
 
 impl fmt::Display for NodeInfo {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "client={} peer={}", self.client_addr, self.peer_addr)
+        write!(
+            formatter,
+            "client={} peer={}",
+            self.client_addr, self.peer_addr
+        )
     }
 }
 

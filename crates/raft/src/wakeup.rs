@@ -27,9 +27,13 @@ pub struct WakeupHub {
 impl WakeupHub {
     /// Returns a receiver of the pool's applied wakeup sequence.
     ///
-    /// `current_sequence` reads the pool's sequence from the applied state; it
+    /// `current_sequence` reads the pool's sequence from the applied state. It
     /// runs under the hub lock, so it must not publish to this hub.
-    pub fn subscribe(&self, work_pool_id: Uuid, current_sequence: impl FnOnce() -> u64) -> watch::Receiver<u64> {
+    pub fn subscribe(
+        &self,
+        work_pool_id: Uuid,
+        current_sequence: impl FnOnce() -> u64,
+    ) -> watch::Receiver<u64> {
         let mut channels = lock(&self.channels);
         let sequence = current_sequence();
         match channels.get(&work_pool_id) {
@@ -48,14 +52,14 @@ impl WakeupHub {
     /// Raises the pool's channel to `sequence`, if anyone subscribed to it.
     ///
     /// A pool without a subscriber gets no channel: a later subscriber reads
-    /// the sequence from the state, which already holds it.
+    /// the sequence from the state, which already contains it.
     pub fn publish(&self, work_pool_id: Uuid, sequence: u64) {
         let mut channels = lock(&self.channels);
         let Some(sender) = channels.get(&work_pool_id) else {
             return;
         };
         if sender.receiver_count() == 0 {
-            // Dropping a channel nobody listens to keeps the map as small as
+            // Dropping a channel without receivers keeps the map as small as
             // the set of pools with waiters.
             channels.remove(&work_pool_id);
             return;
@@ -85,7 +89,9 @@ fn raise_to(sender: &watch::Sender<u64>, sequence: u64) {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The map stays consistent even if a holder panicked: every update is a
     // single insert, remove or channel send.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

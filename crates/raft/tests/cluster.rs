@@ -24,18 +24,40 @@ async fn three_nodes_replicate_fail_over_and_restart() {
     let membership = members(&nodes.iter().collect::<Vec<_>>());
 
     // Forming the cluster twice is harmless.
-    assert_eq!(nodes[0].initialize(membership.clone()).await.unwrap(), InitOutcome::Initialized);
-    assert_eq!(nodes[0].initialize(membership.clone()).await.unwrap(), InitOutcome::AlreadyInitialized);
+    assert_eq!(
+        nodes[0].initialize(membership.clone()).await.unwrap(),
+        InitOutcome::Initialized
+    );
+    assert_eq!(
+        nodes[0].initialize(membership.clone()).await.unwrap(),
+        InitOutcome::AlreadyInitialized
+    );
 
     let leader_id = wait_for_leader(&nodes[0], None).await;
     for node in &nodes {
-        assert_eq!(wait_for_leader(node, None).await, leader_id, "node {} sees another leader", node.node_id());
+        assert_eq!(
+            wait_for_leader(node, None).await,
+            leader_id,
+            "node {} sees another leader",
+            node.node_id()
+        );
     }
-    let leader = nodes.iter().find(|node| node.node_id() == leader_id).unwrap().clone();
-    let follower = nodes.iter().find(|node| node.node_id() != leader_id).unwrap().clone();
+    let leader = nodes
+        .iter()
+        .find(|node| node.node_id() == leader_id)
+        .unwrap()
+        .clone();
+    let follower = nodes
+        .iter()
+        .find(|node| node.node_id() != leader_id)
+        .unwrap()
+        .clone();
 
     // A node that joined through replication is initialized too.
-    assert_eq!(follower.initialize(membership.clone()).await.unwrap(), InitOutcome::AlreadyInitialized);
+    assert_eq!(
+        follower.initialize(membership.clone()).await.unwrap(),
+        InitOutcome::AlreadyInitialized
+    );
 
     // Subscribed before any wakeup: the follower's receiver starts at 0.
     let mut early_wakeups = follower.subscribe_wakeups(pool);
@@ -46,27 +68,49 @@ async fn three_nodes_replicate_fail_over_and_restart() {
     for number in 0..20 {
         let command = enqueue(pool, number);
         let output = leader.write(command.clone()).await.unwrap();
-        assert_eq!(output, expected_state.apply(&command), "output of enqueue {number}");
-        assert!(matches!(output.response, Response::Enqueued { duplicate: false, .. }));
+        assert_eq!(
+            output,
+            expected_state.apply(&command),
+            "output of enqueue {number}"
+        );
+        assert!(matches!(
+            output.response,
+            Response::Enqueued {
+                duplicate: false,
+                ..
+            }
+        ));
     }
     let wake_output = leader.write(wake(pool, 20)).await.unwrap();
     assert_eq!(wake_output, expected_state.apply(&wake(pool, 20)));
 
     // A follower sends writers and linearizable readers to the leader.
     match follower.write(enqueue(pool, 99)).await {
-        Err(WriteError::ForwardToLeader { leader_id: Some(id), leader: Some(info) }) => {
+        Err(WriteError::ForwardToLeader {
+            leader_id: Some(id),
+            leader: Some(info),
+        }) => {
             assert_eq!(id, leader_id);
             assert_eq!(info.client_addr, client_addr(leader_id));
         }
         other => panic!("expected ForwardToLeader from a follower, got {other:?}"),
     }
-    match follower.read_linearizable(|state| state.pool_stats(pool)).await {
-        Err(ReadError::ForwardToLeader { leader_id: Some(id), .. }) => assert_eq!(id, leader_id),
+    match follower
+        .read_linearizable(|state| state.pool_stats(pool))
+        .await
+    {
+        Err(ReadError::ForwardToLeader {
+            leader_id: Some(id),
+            ..
+        }) => assert_eq!(id, leader_id),
         other => panic!("expected ForwardToLeader from a follower, got {other:?}"),
     }
     assert_eq!(follower.current_leader().map(|(id, _)| id), Some(leader_id));
 
-    let stats = leader.read_linearizable(|state| state.pool_stats(pool)).await.unwrap();
+    let stats = leader
+        .read_linearizable(|state| state.pool_stats(pool))
+        .await
+        .unwrap();
     assert_eq!(stats.active, 20);
     assert_eq!(stats.wakeup_sequence, expected_state.wakeup_sequence(pool));
 
@@ -77,7 +121,7 @@ async fn three_nodes_replicate_fail_over_and_restart() {
         assert_same_state(node, &expected_state);
     }
 
-    // The early subscriber saw the wakeup; a late one starts at it.
+    // The early subscriber saw the wakeup, and a late one starts at it.
     let sequence = expected_state.wakeup_sequence(pool);
     assert!(sequence > 0);
     tokio::time::timeout(WAIT, early_wakeups.wait_for(|seen| *seen >= sequence))
@@ -86,7 +130,7 @@ async fn three_nodes_replicate_fail_over_and_restart() {
         .unwrap();
     assert_eq!(*follower.subscribe_wakeups(pool).borrow(), sequence);
 
-    // The leader stops; the other two elect a new one and keep writing.
+    // The leader stops, and the other two elect a new one and keep writing.
     let old_leader_dir = data_dir(root.path(), leader_id);
     let old_leader_peer = leader.peer_addr();
     nodes.retain(|node| node.node_id() != leader_id);
@@ -99,7 +143,11 @@ async fn three_nodes_replicate_fail_over_and_restart() {
     for number in 100..110 {
         let command = enqueue(pool, number);
         let output = write_to_leader(&survivors, command.clone()).await;
-        assert_eq!(output, expected_state.apply(&command), "output of enqueue {number} after failover");
+        assert_eq!(
+            output,
+            expected_state.apply(&command),
+            "output of enqueue {number} after failover"
+        );
     }
 
     // The old leader restarts from its data directory and catches up.

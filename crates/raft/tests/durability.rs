@@ -1,10 +1,10 @@
 //! Every acknowledged write survives a SIGKILL of the node process.
 //!
-//! NOTE: SIGKILL keeps the kernel's page cache, so this test shows that an
-//! acknowledged entry left the process before the acknowledgement; it cannot
-//! show that it was fsynced. With the flush in `LogStore::append` removed,
-//! the test still passed on Linux, because sled had already written the
-//! entries to its file. Power loss is not simulated.
+//! NOTE: SIGKILL keeps the kernel's page cache. So this test shows that an
+//! acknowledged entry left the process before the acknowledgement, but not
+//! that it was fsynced. Power loss is not simulated: with the flush in
+//! `LogStore::append` removed, the test still passed on Linux, because sled
+//! had already written the entries to its file.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -51,7 +51,11 @@ impl Probe {
         });
 
         let stdin = child.stdin.take();
-        let probe = Probe { child, stdin, lines };
+        let probe = Probe {
+            child,
+            stdin,
+            lines,
+        };
         let first = probe.next_line();
         assert_eq!(first, "ready", "unexpected first line of the probe");
         probe
@@ -78,7 +82,10 @@ impl Probe {
                 assert!(status.success(), "the probe exited with {status}");
                 return;
             }
-            assert!(Instant::now() < deadline, "the probe did not stop after its stdin closed");
+            assert!(
+                Instant::now() < deadline,
+                "the probe did not stop after its stdin closed"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -122,7 +129,11 @@ fn acknowledged_writes_survive_sigkill() {
     let mut restarted = Probe::start(data_dir.path());
     for message in &acknowledged {
         restarted.send(&format!("read {pool} {message}"));
-        assert_eq!(restarted.next_line(), format!("found {message}"), "acknowledged write lost");
+        assert_eq!(
+            restarted.next_line(),
+            format!("found {message}"),
+            "acknowledged write lost"
+        );
     }
     restarted.stop();
 }

@@ -25,15 +25,25 @@ async fn joiners_catch_up_from_snapshot_after_purge() {
     let mut expected_state = QueueState::new();
 
     // A one-node cluster writes enough to snapshot and purge its log.
-    let first = RaftNode::start(compacting_config(1, root.path())).await.unwrap();
+    let first = RaftNode::start(compacting_config(1, root.path()))
+        .await
+        .unwrap();
     let outcome = first.initialize(members(&[&first])).await.unwrap();
     assert_eq!(outcome, InitOutcome::Initialized);
     wait_for_leader(&first, None).await;
 
     for number in 0..30 {
-        let command = if number % 10 == 9 { wake(pool, number) } else { enqueue(pool, number) };
+        let command = if number % 10 == 9 {
+            wake(pool, number)
+        } else {
+            enqueue(pool, number)
+        };
         let output = first.write(command.clone()).await.unwrap();
-        assert_eq!(output, expected_state.apply(&command), "output of command {number}");
+        assert_eq!(
+            output,
+            expected_state.apply(&command),
+            "output of command {number}"
+        );
     }
     let purged = first
         .raft()
@@ -47,10 +57,14 @@ async fn joiners_catch_up_from_snapshot_after_purge() {
         .purged
         .expect("the wait condition checked the purge");
 
-    // Two nodes join as learners; the first entries are gone from the log,
+    // Two nodes join as learners. The first entries are gone from the log,
     // so each must receive a snapshot.
-    let second = RaftNode::start(compacting_config(2, root.path())).await.unwrap();
-    let third = RaftNode::start(compacting_config(3, root.path())).await.unwrap();
+    let second = RaftNode::start(compacting_config(2, root.path()))
+        .await
+        .unwrap();
+    let third = RaftNode::start(compacting_config(3, root.path()))
+        .await
+        .unwrap();
     let mut joiner_wakeups = second.subscribe_wakeups(pool);
     assert_eq!(*joiner_wakeups.borrow(), 0);
 
@@ -78,27 +92,54 @@ async fn joiners_catch_up_from_snapshot_after_purge() {
     assert_eq!(*joiner_wakeups.borrow(), sequence);
 
     // A voter must be a learner first.
-    let error = first.change_voters(BTreeSet::from([1, 2, 4])).await.unwrap_err();
-    assert!(matches!(error, MembershipError::Invalid { .. }), "unexpected error {error:?}");
+    let error = first
+        .change_voters(BTreeSet::from([1, 2, 4]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, MembershipError::Invalid { .. }),
+        "unexpected error {error:?}"
+    );
 
-    first.change_voters(BTreeSet::from([1, 2, 3])).await.unwrap();
-    let voters: BTreeSet<u64> = first.metrics().borrow().membership_config.membership().voter_ids().collect();
+    first
+        .change_voters(BTreeSet::from([1, 2, 3]))
+        .await
+        .unwrap();
+    let voters: BTreeSet<u64> = first
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
     assert_eq!(voters, BTreeSet::from([1, 2, 3]));
 
     let nodes = [&first, &second, &third];
     for number in 30..40 {
         let command = enqueue(pool, number);
         let output = write_to_leader(&nodes, command.clone()).await;
-        assert_eq!(output, expected_state.apply(&command), "output of command {number}");
+        assert_eq!(
+            output,
+            expected_state.apply(&command),
+            "output of command {number}"
+        );
     }
 
-    // A voter leaves; the other two keep the quorum.
-    let leader = nodes.iter().find(|node| node.current_leader().map(|(id, _)| id) == Some(node.node_id()));
+    // A voter leaves, and the other two keep the quorum.
+    let leader = nodes
+        .iter()
+        .find(|node| node.current_leader().map(|(id, _)| id) == Some(node.node_id()));
     let leader = leader.expect("a node leads after the voter change");
     leader.remove_node(3).await.unwrap();
     let membership = leader.metrics().borrow().membership_config.clone();
-    assert_eq!(membership.membership().voter_ids().collect::<BTreeSet<_>>(), BTreeSet::from([1, 2]));
-    assert!(membership.membership().get_node(&3).is_none(), "node 3 is still a learner");
+    assert_eq!(
+        membership.membership().voter_ids().collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 2])
+    );
+    assert!(
+        membership.membership().get_node(&3).is_none(),
+        "node 3 is still a learner"
+    );
 
     // Removing it again changes nothing and succeeds.
     leader.remove_node(3).await.unwrap();

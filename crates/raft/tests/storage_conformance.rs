@@ -21,9 +21,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStor
             .open()
             .expect("failed to open sled in the temporary directory");
         let log_store = LogStore::open(&db).expect("failed to open the log trees");
-        let snapshots =
-            SnapshotDir::open(data_dir.path().join("snapshots")).expect("failed to open the snapshot directory");
-        let state_machine = StateMachineStore::open(snapshots).expect("failed to open the state machine");
+        let snapshots = SnapshotDir::open(data_dir.path().join("snapshots"))
+            .expect("failed to open the snapshot directory");
+        let state_machine =
+            StateMachineStore::open(snapshots).expect("failed to open the state machine");
         Ok((data_dir, log_store, state_machine))
     }
 }

@@ -33,10 +33,10 @@ use uuid::Uuid;
 struct Args {
     #[arg(long, default_value_t = 1)]
     node_id: u64,
-    /// Directory of the node's log and snapshots; reused across restarts.
+    /// Directory of the node's log and snapshots, reused across restarts.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Address of the peer service; port 0 picks a free port.
+    /// Address of the peer service. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     peer_listen: SocketAddr,
     /// Applied entries between two snapshots.
@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(line) = outcomes.recv().await {
-            // A closed stdout means the test went away; the probe keeps going
+            // A closed stdout means the test went away. The probe keeps going
             // until its stdin ends.
             let _ = stdout.write_all(format!("{line}\n").as_bytes()).await;
             let _ = stdout.flush().await;
@@ -106,7 +106,9 @@ async fn start_leader(args: &Args) -> anyhow::Result<RaftNode> {
     config.election_timeout_min_ms = 150;
     config.election_timeout_max_ms = 300;
 
-    let node = RaftNode::start(config).await.context("failed to start the node")?;
+    let node = RaftNode::start(config)
+        .await
+        .context("failed to start the node")?;
     let advertise = NodeInfo {
         client_addr: String::new(),
         peer_addr: node.peer_addr().to_string(),
@@ -149,7 +151,7 @@ async fn serve(node: &RaftNode, line: &str) -> anyhow::Result<String> {
             let word = if found { "found" } else { "missing" };
             Ok(format!("{word} {message_id}"))
         }
-        other => bail!("unknown verb {other:?}; expected enqueue or read"),
+        other => bail!("unknown verb {other:?}, expected enqueue or read"),
     }
 }
 
@@ -158,7 +160,9 @@ async fn serve(node: &RaftNode, line: &str) -> anyhow::Result<String> {
 fn enqueue_command(node: &RaftNode, work_pool_id: Uuid, message_id: Uuid) -> Command {
     let wall_clock_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX));
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+        });
     let latest = node.read_local(|state| state.latest_time());
     Command {
         now: Timestamp::from_micros(wall_clock_us).max(latest),

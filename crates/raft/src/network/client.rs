@@ -28,7 +28,7 @@ use crate::types::{NodeInfo, TypeConfig};
 pub struct PeerNetwork {
     node_id: u64,
     connect_timeout: Duration,
-    /// Channels by peer id, with the address each was built for; a peer that
+    /// Channels by peer id, with the address each was built for. A peer that
     /// moved to another address gets a new channel.
     channels: Arc<Mutex<HashMap<u64, (String, Channel)>>>,
 }
@@ -43,7 +43,10 @@ impl PeerNetwork {
     }
 
     fn channel_for(&self, target: u64, peer_addr: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((cached_addr, channel)) = channels.get(&target) {
             if cached_addr == peer_addr {
                 return Ok(channel.clone());
@@ -51,7 +54,9 @@ impl PeerNetwork {
         }
 
         let endpoint = Endpoint::from_shared(format!("http://{peer_addr}"))
-            .map_err(|error| format!("invalid peer address {peer_addr:?} of node {target}: {error}"))?
+            .map_err(|error| {
+                format!("invalid peer address {peer_addr:?} of node {target}: {error}")
+            })?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
@@ -82,8 +87,8 @@ pub struct PeerClient {
     node_id: u64,
     target: u64,
     target_node: NodeInfo,
-    /// The error when the peer's address cannot form a URI; every call then
-    /// fails as unreachable.
+    /// The error when the peer's address cannot form a URI, in which case
+    /// every call fails as unreachable.
     channel: Result<Channel, String>,
 }
 
@@ -92,7 +97,12 @@ type RpcResult<Reply, E> = Result<Reply, RPCError<u64, NodeInfo, RaftError<u64, 
 impl PeerClient {
     /// Sends one request and decodes the remote `Result`, turning a remote
     /// Raft error into openraft's `RemoteError`.
-    async fn call<Request, Reply, E>(&self, kind: RPCTypes, request: &Request, option: &RPCOption) -> RpcResult<Reply, E>
+    async fn call<Request, Reply, E>(
+        &self,
+        kind: RPCTypes,
+        request: &Request,
+        option: &RPCOption,
+    ) -> RpcResult<Reply, E>
     where
         Request: Serialize,
         Reply: DeserializeOwned,
@@ -100,9 +110,14 @@ impl PeerClient {
     {
         let channel = match &self.channel {
             Ok(channel) => channel.clone(),
-            Err(error) => return Err(RPCError::Unreachable(Unreachable::new(&AddressError(error.clone())))),
+            Err(error) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&AddressError(
+                    error.clone(),
+                ))))
+            }
         };
-        let message = wire::encode(request).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        let message =
+            wire::encode(request).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
 
         let mut client = RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -122,14 +137,22 @@ impl PeerClient {
             Ok(Ok(response)) => response.into_inner(),
         };
 
-        let result: Result<Reply, RaftError<u64, E>> =
-            wire::decode(&response).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        let result: Result<Reply, RaftError<u64, E>> = wire::decode(&response)
+            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         result.map_err(|error| {
-            RPCError::RemoteError(RemoteError::new_with_node(self.target, self.target_node.clone(), error))
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.target_node.clone(),
+                error,
+            ))
         })
     }
 
-    fn timeout_error<E: std::error::Error>(&self, kind: RPCTypes, timeout: Duration) -> RPCError<u64, NodeInfo, E> {
+    fn timeout_error<E: std::error::Error>(
+        &self,
+        kind: RPCTypes,
+        timeout: Duration,
+    ) -> RPCError<u64, NodeInfo, E> {
         RPCError::Timeout(Timeout {
             action: kind,
             id: self.node_id,

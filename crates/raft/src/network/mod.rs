@@ -3,8 +3,8 @@
 //! The service, `raftq.raft.v1.RaftPeer`, carries openraft's own request and
 //! response values encoded with bincode behind a format version
 //! ([`wire`]). [`client`] implements openraft's `RaftNetworkFactory` with one
-//! tonic channel per peer; [`server`] serves the three RPCs into the local
-//! `Raft`.
+//! tonic channel per peer, and [`server`] serves the three RPCs into the
+//! local `Raft`.
 
 pub mod client;
 pub mod server;
@@ -15,7 +15,7 @@ pub mod proto {
     tonic::include_proto!("raftq.raft.v1");
 }
 
-/// Upper bound on one peer message, in bytes. A message holds at most one
+/// Upper bound on one peer message, in bytes. A message contains at most one
 /// batch of entries (openraft's `max_payload_entries`, 300 by default) or one
 /// snapshot chunk (3 MiB by default), so 64 MiB leaves room for 300 entries
 /// of the queue's 64 KiB default message size plus their framing.

@@ -23,7 +23,11 @@ impl PeerService {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
     }
 
-    fn decode_request<T: DeserializeOwned>(&self, rpc: &str, request: &Request<PeerMessage>) -> Result<T, Status> {
+    fn decode_request<T: DeserializeOwned>(
+        &self,
+        rpc: &str,
+        request: &Request<PeerMessage>,
+    ) -> Result<T, Status> {
         wire::decode(request.get_ref()).map_err(|error| {
             tracing::warn!(node_id = self.node_id, rpc, %error, "rejected a malformed peer request");
             match error {
@@ -44,7 +48,10 @@ fn encode_response<T: Serialize>(rpc: &str, result: &T) -> Result<Response<PeerM
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
         let rpc = self.decode_request("append_entries", &request)?;
         let result = self.raft.append_entries(rpc).await;
         encode_response("append_entries", &result)
@@ -56,7 +63,10 @@ impl RaftPeer for PeerService {
         encode_response("vote", &result)
     }
 
-    async fn install_snapshot(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
         let rpc = self.decode_request("install_snapshot", &request)?;
         let result = self.raft.install_snapshot(rpc).await;
         encode_response("install_snapshot", &result)

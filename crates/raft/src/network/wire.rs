@@ -13,7 +13,9 @@ pub const PEER_FORMAT_VERSION: u32 = 1;
 /// Failure to encode or decode a peer message.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("unsupported peer message format version {found}; this build reads version {supported}")]
+    #[error(
+        "unsupported peer message format version {found}, but this build reads version {supported}"
+    )]
     UnsupportedVersion { found: u32, supported: u32 },
 
     #[error("malformed peer message body: {0}")]
@@ -56,6 +58,12 @@ mod tests {
         let mut message = encode(&Vote::new(3, 2_u64)).unwrap();
         message.format_version = 2;
         let error = decode::<Vote<u64>>(&message).unwrap_err();
-        assert!(matches!(error, WireError::UnsupportedVersion { found: 2, supported: 1 }));
+        assert!(matches!(
+            error,
+            WireError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            }
+        ));
     }
 }

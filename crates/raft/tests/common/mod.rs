@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raftq_raft::{NodeConfig, NodeInfo, RaftNode, WriteError};
-use raftq_state_machine::{Command, CommandOutput, Enqueue, Operation, Policy, QueueState, Timestamp};
+use raftq_state_machine::{
+    Command, CommandOutput, Enqueue, Operation, Policy, QueueState, Timestamp,
+};
 use uuid::Uuid;
 
 /// Deadline of every wait on the cluster. Generous because the two cores of
@@ -42,8 +44,8 @@ pub fn test_config(node_id: u64, data_dir: &Path, peer_listen: SocketAddr) -> No
     config
 }
 
-/// A client address for the membership. Nothing dials it in these tests; it
-/// only has to come back in `ForwardToLeader`.
+/// Returns a client address for the membership. Nothing dials it in these
+/// tests, because it only has to come back in `ForwardToLeader`.
 pub fn client_addr(node_id: u64) -> String {
     format!("127.0.0.1:{}", 17_000 + node_id)
 }
@@ -61,15 +63,18 @@ pub fn node_info(node: &RaftNode) -> NodeInfo {
 }
 
 pub fn members(nodes: &[&RaftNode]) -> BTreeMap<u64, NodeInfo> {
-    nodes.iter().map(|node| (node.node_id(), node_info(node))).collect()
+    nodes
+        .iter()
+        .map(|node| (node.node_id(), node_info(node)))
+        .collect()
 }
 
 pub fn data_dir(root: &Path, node_id: u64) -> PathBuf {
     root.join(format!("node-{node_id}"))
 }
 
-/// An enqueue of message number `number` into `pool`, at a time that grows
-/// with `number`.
+/// Builds an enqueue of message number `number` into `pool`, at a time that
+/// grows with `number`.
 pub fn enqueue(pool: Uuid, number: u64) -> Command {
     Command {
         now: Timestamp::from_micros(1_700_000_000_000_000 + number as i64 * 1_000),
@@ -107,7 +112,9 @@ pub async fn wait_for_leader(node: &RaftNode, excluded: Option<u64>) -> u64 {
         )
         .await
         .unwrap_or_else(|error| panic!("node {} saw no leader: {error}", node.node_id()));
-    metrics.current_leader.expect("the wait condition checked the leader")
+    metrics
+        .current_leader
+        .expect("the wait condition checked the leader")
 }
 
 /// Waits until `node` applied at least up to `index`.
@@ -116,7 +123,12 @@ pub async fn wait_applied(node: &RaftNode, index: u64) {
         .wait(Some(WAIT))
         .applied_index_at_least(Some(index), "applied the expected entries")
         .await
-        .unwrap_or_else(|error| panic!("node {} did not apply up to {index}: {error}", node.node_id()));
+        .unwrap_or_else(|error| {
+            panic!(
+                "node {} did not apply up to {index}: {error}",
+                node.node_id()
+            )
+        });
 }
 
 /// Returns the node's last log index. On a leader it covers every write
@@ -137,14 +149,17 @@ pub async fn write_to_leader(nodes: &[&RaftNode], command: Command) -> CommandOu
         let error = match leader {
             Some(leader) => match leader.write(command.clone()).await {
                 Ok(output) => return output,
-                Err(error @ (WriteError::ForwardToLeader { .. } | WriteError::Unavailable { .. })) => {
-                    error.to_string()
-                }
+                Err(
+                    error @ (WriteError::ForwardToLeader { .. } | WriteError::Unavailable { .. }),
+                ) => error.to_string(),
                 Err(error) => panic!("write through node {} failed: {error}", leader.node_id()),
             },
             None => "no node leads".to_string(),
         };
-        assert!(tokio::time::Instant::now() < deadline, "no write succeeded before the deadline: {error}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write succeeded before the deadline: {error}"
+        );
         tracing::info!(%error, "retrying a write");
         // A pause between attempts while an election runs (300 to 600 ms).
         tokio::time::sleep(Duration::from_millis(50)).await;
