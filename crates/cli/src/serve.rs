@@ -167,7 +167,12 @@ impl FromStr for Retention {
 /// Installs the tracing subscriber for a long-running command.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colors only on a terminal, so that log files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     // A second subscriber (in tests that run commands in one process) is not
     // an error worth stopping for, so the result is ignored.
     let _ = match format {
