@@ -28,8 +28,10 @@ venv_python="$venv_dir/bin/python"
 
 if [[ -z "${RAFTQ_BIN:-}" ]]; then
     echo "building the raftq binary"
-    (cd "$repository_dir" && cargo build --locked -p raftq-cli)
-    export RAFTQ_BIN="$repository_dir/target/debug/raftq"
+    (cd "$repository_dir" && cargo build -p raftq-cli)
+    target_dir="${CARGO_TARGET_DIR:-target}"
+    [[ "$target_dir" == /* ]] || target_dir="$repository_dir/$target_dir"
+    export RAFTQ_BIN="$target_dir/debug/raftq"
 fi
 
 cd "$client_dir"

@@ -1,6 +1,6 @@
 """A gRPC Queue server on 127.0.0.1 whose replies a test scripts.
 
-It stands in for a raftq node only where a test needs a reply the real
+It replaces a raftq node only where a test needs a reply the real
 cluster cannot be made to give on demand (an UNAVAILABLE with a leader hint,
 a status on the n-th call). Every request it receives is kept in `requests`.
 """

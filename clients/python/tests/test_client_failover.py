@@ -65,6 +65,20 @@ async def test_write_follows_leader_hint(nodes: list[ScriptedNode]) -> None:
     assert len(leader.requests) == 1
 
 
+async def test_hint_to_failed_endpoint_is_ignored(nodes: list[ScriptedNode]) -> None:
+    stopped_leader, follower, new_leader = nodes
+    stopped_leader.replies.append(unavailable())
+    follower.replies.append(unavailable(leader=stopped_leader.endpoint))
+    new_leader.replies.append(enqueued())
+    client = _client([node.endpoint for node in nodes])
+
+    await client.enqueue(_enqueue_request())
+
+    assert len(stopped_leader.requests) == 1
+    assert len(follower.requests) == 1
+    assert len(new_leader.requests) == 1
+
+
 async def test_retries_keep_one_request_id(nodes: list[ScriptedNode]) -> None:
     first, second, third = nodes
     first.replies.append(unavailable())

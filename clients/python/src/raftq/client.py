@@ -1,10 +1,10 @@
 """Asyncio client for the raftq Queue and Admin services, with failover.
 
 Every call goes to the endpoint of the last successful call. When a node returns
-UNAVAILABLE or DEADLINE_EXCEEDED, the client tries again, on the leader named
-in the node's `x-raftq-leader` metadata when that leader is one of the
-configured endpoints, and otherwise on the next endpoint in the list, with
-exponential backoff and at most `max_attempts` attempts. Every other status is
+UNAVAILABLE or DEADLINE_EXCEEDED, the client tries again with exponential
+backoff, up to `max_attempts` attempts. The retry goes to the leader named in
+the node's `x-raftq-leader` metadata when that leader is one of the configured
+endpoints, and otherwise to the next endpoint in the list. Every other status is
 raised at once as RaftqRpcError.
 
 A write carries a request id (a fresh UUID unless the caller set one) that
@@ -217,6 +217,7 @@ class RaftqClient:
     ) -> ResponseT:
         endpoints = self._settings.endpoints
         index = self._current_index % len(endpoints)
+        failed_endpoints: set[str] = set()
 
         for attempt in range(1, self._settings.max_attempts + 1):
             endpoint = endpoints[index]
@@ -242,7 +243,8 @@ class RaftqClient:
                         method, error.code(), error.details() or "", endpoint, attempt
                     ) from error
 
-                index = self._next_index(index, _leader_hint(error))
+                failed_endpoints.add(endpoint)
+                index = self._next_index(index, _leader_hint(error), failed_endpoints)
                 backoff = self._backoff_seconds(attempt)
                 logger.info(
                     "retrying raftq call: rpc=%s endpoint=%s code=%s attempt=%d "
@@ -262,14 +264,18 @@ class RaftqClient:
 
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _next_index(self, index: int, leader_hint: str | None) -> int:
+    def _next_index(self, index: int, leader_hint: str | None, failed_endpoints: set[str]) -> int:
         endpoints = self._settings.endpoints
         # A hint naming an address outside the configured endpoints is ignored,
-        # so the client only ever connects where the operator pointed it.
-        if leader_hint is not None and leader_hint in endpoints:
-            hinted = endpoints.index(leader_hint)
-            if hinted != index:
-                return hinted
+        # so the client only ever connects where the operator pointed it. A
+        # hint naming an endpoint that already failed in this call is ignored
+        # too: a follower names a stopped leader until a new one is elected.
+        if (
+            leader_hint is not None
+            and leader_hint in endpoints
+            and leader_hint not in failed_endpoints
+        ):
+            return endpoints.index(leader_hint)
         return (index + 1) % len(endpoints)
 
     def _backoff_seconds(self, attempt: int) -> float:

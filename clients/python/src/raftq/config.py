@@ -18,7 +18,7 @@ CALLER_CLOCK_VARIABLE = "RAFTQ_PREFECT_CALLER_CLOCK"
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """Where the cluster is and how hard the client retries.
+    """Endpoints of the cluster and the retry policy of the client.
 
     `endpoints` are `host:port` client addresses of the nodes. Each attempt of
     a unary call has `call_timeout_seconds` as its gRPC deadline. A call makes
@@ -29,7 +29,7 @@ class ClientSettings:
 
     endpoints: tuple[str, ...]
     call_timeout_seconds: float = 10.0
-    max_attempts: int = 8
+    max_attempts: int = 12
     initial_backoff_seconds: float = 0.05
     max_backoff_seconds: float = 1.0
 
@@ -58,7 +58,7 @@ class ClientSettings:
         return cls(
             endpoints=parse_endpoints(raw_endpoints),
             call_timeout_seconds=_read_float(source, CALL_TIMEOUT_VARIABLE, 10.0),
-            max_attempts=_read_int(source, MAX_ATTEMPTS_VARIABLE, 8),
+            max_attempts=_read_int(source, MAX_ATTEMPTS_VARIABLE, 12),
             initial_backoff_seconds=_read_float(source, INITIAL_BACKOFF_VARIABLE, 0.05),
             max_backoff_seconds=_read_float(source, MAX_BACKOFF_VARIABLE, 1.0),
         )
