@@ -22,6 +22,10 @@
 //! - [`RaftNode`]: the API the server uses (write, reads, wakeups,
 //!   membership, metrics).
 
+// openraft's `StorageError` and tonic's `Status` are large, but their traits
+// fix them as the error types.
+#![allow(clippy::result_large_err)]
+
 mod codec;
 pub mod config;
 pub mod error;

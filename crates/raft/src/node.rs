@@ -116,6 +116,7 @@ impl RaftNode {
                 let _ = stopped.await;
             });
         let task = tokio::spawn(server);
+        tokio::spawn(log_leader_changes(config.node_id, raft.metrics()));
 
         tracing::info!(node_id = config.node_id, %peer_addr, data_dir = %config.data_dir.display(), "raft node started");
         Ok(RaftNode {
@@ -403,11 +404,13 @@ impl RaftNode {
         let node_id = self.node_id();
         tracing::info!(node_id, "stopping raft node");
 
-        self.inner
-            .raft
-            .shutdown()
-            .await
-            .map_err(|error| ShutdownError::Raft(error.to_string()))?;
+        // Every step runs even after an earlier one failed, so that the port
+        // and the sled lock are released; the first error is returned.
+        let mut first_error = None;
+        if let Err(error) = self.inner.raft.shutdown().await {
+            tracing::error!(node_id, %error, "raft task failed while stopping");
+            first_error.get_or_insert(ShutdownError::Raft(error.to_string()));
+        }
 
         let peer_server = self
             .inner
@@ -418,10 +421,13 @@ impl RaftNode {
         if let Some(PeerServer { stop, task }) = peer_server {
             // The server may have stopped on its own already, and the join reports why.
             let _ = stop.send(());
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(ShutdownError::PeerServer(error.to_string())),
-                Err(error) => return Err(ShutdownError::PeerServer(error.to_string())),
+            let stopped = match task.await {
+                Ok(result) => result.map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = stopped {
+                tracing::error!(node_id, %error, "peer service failed while stopping");
+                first_error.get_or_insert(ShutdownError::PeerServer(error));
             }
         }
 
@@ -432,9 +438,39 @@ impl RaftNode {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
         if let Some(db) = db {
-            db.flush_async().await?;
+            if let Err(error) = db.flush_async().await {
+                tracing::error!(node_id, %error, "failed to flush the raft log while stopping");
+                first_error.get_or_insert(ShutdownError::Flush(error));
+            }
         }
-        tracing::info!(node_id, "raft node stopped");
-        Ok(())
+
+        match first_error {
+            None => {
+                tracing::info!(node_id, "raft node stopped");
+                Ok(())
+            }
+            Some(error) => Err(error),
+        }
+    }
+}
+
+/// Logs each change of leader or term seen by this node, until Raft stops.
+async fn log_leader_changes(node_id: u64, mut metrics: watch::Receiver<RaftMetrics>) {
+    let mut last_seen = None;
+    loop {
+        let (term, leader) = {
+            let current = metrics.borrow_and_update();
+            (current.current_term, current.current_leader)
+        };
+        if last_seen != Some((term, leader)) {
+            match leader {
+                Some(leader_id) => tracing::info!(node_id, term, leader_id, "leader changed"),
+                None => tracing::info!(node_id, term, "no leader known in this term"),
+            }
+            last_seen = Some((term, leader));
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

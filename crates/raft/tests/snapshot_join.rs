@@ -49,7 +49,7 @@ async fn joiners_catch_up_from_snapshot_after_purge() {
         .raft()
         .wait(Some(WAIT))
         .metrics(
-            |metrics| metrics.purged.map_or(false, |purged| purged.index >= 20),
+            |metrics| metrics.purged.is_some_and(|purged| purged.index >= 20),
             "log purged behind a snapshot",
         )
         .await
@@ -76,7 +76,7 @@ async fn joiners_catch_up_from_snapshot_after_purge() {
         wait_applied(joiner, applied).await;
         let snapshot = joiner.metrics().borrow().snapshot;
         assert!(
-            snapshot.map_or(false, |snapshot| snapshot.index >= purged.index),
+            snapshot.is_some_and(|snapshot| snapshot.index >= purged.index),
             "node {} has no snapshot covering the purged log: {snapshot:?}",
             joiner.node_id()
         );

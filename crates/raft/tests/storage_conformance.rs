@@ -30,6 +30,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStor
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // The suite's own error type.
 fn sled_storage_passes_openraft_suite() -> Result<(), StorageError> {
     Suite::test_all(SledStoreBuilder)
 }
