@@ -199,34 +199,58 @@ caught_up_with_leader() {
 
 # --- the worker cycle --------------------------------------------------------
 
-# Enqueues one message into a new pool, reserves it and acks it, checking each
-# result. Reservation tokens are never printed.
+# Prints the value of the jq filter $1 in the JSON document $2. Fails the test
+# with the message $3 when the filter yields null or nothing.
+json_field() {
+    local filter="$1" document="$2" message="$3" value
+    value="$(jq -r "$filter // empty" <<<"$document")" || fail "$message: output is not JSON: $document"
+    [[ -n "$value" ]] || fail "$message: $filter is missing in: $document"
+    echo "$value"
+}
+
+# Enqueues one message into a new pool, reserves it and acks it, then checks
+# the pool's counts. Reservation tokens are never printed.
 run_worker_cycle() {
     local label="$1"
-    local pool message_id reservation reserved_id token ack ack_status
+    local pool enqueued message_id duplicate reservation reservation_shown reserved_id delivery_count token
+    local ack ack_status stats
     pool="$(python3 -c 'import uuid; print(uuid.uuid4())')"
 
-    message_id="$(raftq_cli enqueue --endpoints "$all_endpoints" --json \
+    enqueued="$(raftq_cli enqueue --endpoints "$all_endpoints" --json \
         --pool "$pool" --kind compose_test.v1 --key "compose-test-$label" \
-        --target '{"container_id": "compose-test", "attempt": 1}' \
-        | jq -r '.message_id // empty')" || fail "enqueue ($label) failed"
-    [[ -n "$message_id" ]] || fail "enqueue ($label) printed no message_id"
+        --target '{"container_id": "compose-test", "attempt": 1}')" \
+        || fail "enqueue ($label) failed"
+    message_id="$(json_field .message.message_id "$enqueued" "enqueue ($label)")"
+    duplicate="$(jq -r .duplicate <<<"$enqueued")"
+    [[ "$duplicate" == false ]] || fail "enqueue ($label) returned duplicate=$duplicate for a new key, expected false"
     pass "enqueue ($label) stored message $message_id in pool $pool"
 
     reservation="$(raftq_cli reserve --endpoints "$all_endpoints" --json --pool "$pool")" \
         || fail "reserve ($label) failed"
-    reserved_id="$(jq -r '.message_id // empty' <<<"$reservation")"
-    token="$(jq -r '.reservation_token // empty' <<<"$reservation")"
+    # Drops the token before the document can appear in a message.
+    reservation_shown="$(jq -c '.reservation | del(.reservation_token)' <<<"$reservation" 2>/dev/null || echo "(not JSON)")"
+    reserved_id="$(jq -r '.reservation.message_id // empty' <<<"$reservation")"
+    [[ -n "$reserved_id" ]] || fail "reserve ($label) returned no reservation: $reservation_shown"
     [[ "$reserved_id" == "$message_id" ]] \
-        || fail "reserve ($label) returned message '$reserved_id', expected $message_id: $(jq -c 'del(.reservation_token)' <<<"$reservation" 2>/dev/null)"
-    [[ -n "$token" ]] || fail "reserve ($label) returned no reservation_token"
+        || fail "reserve ($label) returned message $reserved_id, expected $message_id"
+    delivery_count="$(jq -r .reservation.delivery_count <<<"$reservation")"
+    [[ "$delivery_count" == 1 ]] \
+        || fail "reserve ($label) returned delivery_count $delivery_count, expected 1: $reservation_shown"
+    token="$(jq -r '.reservation.reservation_token // empty' <<<"$reservation")"
+    [[ -n "$token" ]] || fail "reserve ($label) returned no reservation_token: $reservation_shown"
     pass "reserve ($label) returned message $message_id with a token"
 
     ack="$(raftq_cli ack --endpoints "$all_endpoints" --json \
         --pool "$pool" --message-id "$message_id" --token "$token")" || fail "ack ($label) failed"
-    ack_status="$(jq -r '.status // empty' <<<"$ack")"
-    [[ "$ack_status" == accepted ]] || fail "ack ($label) returned status '$ack_status', expected accepted: $ack"
+    ack_status="$(json_field .status "$ack" "ack ($label)")"
+    [[ "$ack_status" == accepted ]] || fail "ack ($label) returned status $ack_status, expected accepted: $ack"
     pass "ack ($label) accepted"
+
+    stats="$(raftq_cli stats --endpoints "$all_endpoints" --json --pool "$pool")" \
+        || fail "stats ($label) failed"
+    [[ "$(jq -c '[.active, .reserved, .dead_lettered, .tombstones]' <<<"$stats")" == "[0,0,0,1]" ]] \
+        || fail "stats ($label) after the ack: $stats, expected active 0, reserved 0, dead_lettered 0, tombstones 1"
+    pass "stats ($label) show one acked message and nothing active"
 }
 
 # --- the test ----------------------------------------------------------------
