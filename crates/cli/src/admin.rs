@@ -17,7 +17,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-/// How often a waiting command asks again.
+/// Interval between two polls of a waiting command.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Subcommand)]
@@ -26,7 +26,7 @@ pub enum AdminCommand {
     /// non-zero (for container health checks).
     Health(HealthArgs),
     /// Form a cluster from the listed nodes, once. On a cluster that is
-    /// already initialized this says so and exits 0.
+    /// already initialized it prints so and exits 0.
     Init(InitArgs),
     /// Add a node to a running cluster: as a learner first, then as a voter
     /// once it has caught up.
@@ -34,7 +34,7 @@ pub enum AdminCommand {
     /// Remove a node from a running cluster (from the voters and learners).
     Remove(RemoveArgs),
     /// Show members, leader, term, log, commit and applied indexes and the
-    /// replication lag, as each listed node sees them.
+    /// replication lag, as each listed node reports them.
     Status(StatusArgs),
 }
 
@@ -58,7 +58,7 @@ pub struct InitArgs {
     /// the first one.
     #[arg(long, env = "RAFTQ_ENDPOINTS", value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
-    /// How long to wait for every node to answer and then for a leader, in
+    /// How long to wait for every node to respond and then for a leader, in
     /// seconds.
     #[arg(long, default_value_t = 60, value_name = "S")]
     pub wait_seconds: u64,
@@ -73,7 +73,7 @@ pub struct JoinArgs {
     /// directory of its own.
     #[arg(long)]
     pub node: String,
-    /// How long to wait for the new node to answer, in seconds. Catching up
+    /// How long to wait for the new node to respond, in seconds. Catching up
     /// is bounded by the server's membership timeout.
     #[arg(long, default_value_t = 60, value_name = "S")]
     pub wait_seconds: u64,
@@ -95,7 +95,7 @@ pub struct StatusArgs {
     #[arg(long, env = "RAFTQ_ENDPOINTS", value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
     /// Print one JSON object: the fields of the leader's status (or of the
-    /// first node that answered) plus `nodes`, every node's own status.
+    /// first node that responded) plus `nodes`, every node's own status.
     #[arg(long)]
     pub json: bool,
     /// Time limit of each node's answer, in milliseconds.
@@ -184,15 +184,15 @@ async fn node_info(item: &str, deadline: tokio::time::Instant) -> Result<NodeInf
         match attempt.await {
             Ok(info) => return Ok(info),
             Err(error) if tokio::time::Instant::now() + POLL_INTERVAL < deadline => {
-                tracing::debug!(endpoint = item, error = %format!("{error:#}"), "node not answering yet; retrying");
+                tracing::debug!(endpoint = item, error = %format!("{error:#}"), "node not responding yet; retrying");
                 tokio::time::sleep(POLL_INTERVAL).await;
             }
-            Err(error) => return Err(error.context(format!("{item} did not answer in time"))),
+            Err(error) => return Err(error.context(format!("{item} did not respond within the wait"))),
         }
     }
 }
 
-/// What `init_cluster` did.
+/// Result of `init_cluster`.
 pub struct InitOutcome {
     pub already_initialized: bool,
     pub members: Vec<NodeInfo>,
@@ -389,7 +389,7 @@ async fn status(args: StatusArgs) -> Result<()> {
             .iter()
             .filter_map(|(_, result)| result.as_ref().err().map(|error| format!("{error:#}")))
             .collect();
-        bail!("no node answered: {}", errors.join("; "));
+        bail!("no node responded: {}", errors.join("; "));
     }
     // The leader's view is the reference; without a reachable leader, the
     // first node that answered.
@@ -398,7 +398,7 @@ async fn status(args: StatusArgs) -> Result<()> {
         .find(|(_, status)| status.role == "leader")
         .or_else(|| reachable.first())
         .copied()
-        .ok_or_else(|| anyhow!("no node answered"))?;
+        .ok_or_else(|| anyhow!("no node responded"))?;
 
     if args.json {
         let mut output = status_json(reference_endpoint, reference);

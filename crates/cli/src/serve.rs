@@ -61,7 +61,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTQ_LEASE_SECONDS", default_value_t = 30.0, value_name = "S")]
     pub lease_seconds: f64,
 
-    /// Longest lease a caller may ask for, in seconds.
+    /// Maximum lease a caller may request, in seconds.
     #[arg(long, env = "RAFTQ_MAX_LEASE_SECONDS", default_value_t = 3600.0, value_name = "S")]
     pub max_lease_seconds: f64,
 

@@ -99,8 +99,8 @@ pub fn cluster_status(metrics: &RaftMetrics) -> proto::ClusterStatusResponse {
         leader_client_addr,
         term: metrics.current_term,
         last_log_index: metrics.last_log_index,
-        // Only the leader knows the commit index; openraft 0.9 does not
-        // report it on followers.
+        // openraft 0.9 reports no commit index on followers, so only the
+        // leader computes one.
         committed_index: if is_leader { leader_commit_index(metrics) } else { None },
         applied_index: metrics.last_applied.map(|log_id| log_id.index),
         snapshot_index: metrics.snapshot.map(|log_id| log_id.index),

@@ -1,5 +1,5 @@
 //! Conversions between the wire types of `raftq.v1` and the state machine's
-//! types. Nothing else in the server touches both sides.
+//! types, kept in one place so that the handlers only assemble responses.
 //!
 //! Input errors are [`CommandError::InvalidInput`] values naming the field as
 //! it is spelled on the wire, so that a client sees which field to fix.

@@ -9,7 +9,7 @@
 //!                │                          │no
 //!                └──────yes─────────────────┴──> serve here ──NotLeader──> forward once,
 //!                                                     │                    or UNAVAILABLE
-//!                                                     └──> answer with x-raftq-served-by
+//!                                                     └──> respond with x-raftq-served-by
 //! ```
 
 use std::future::Future;
@@ -100,7 +100,7 @@ impl Core {
         self.stamper.peek(self.node.read_local(QueueState::latest_time))
     }
 
-    /// The client address of a leader other than this node, if one is known.
+    /// Returns the client address of a leader other than this node, if any.
     fn remote_leader_addr(&self) -> Option<String> {
         match self.node.current_leader() {
             Some((leader_id, Some(leader))) if leader_id != self.node_id => Some(leader.client_addr),
@@ -172,8 +172,8 @@ impl Core {
         }
         for event in &output.events {
             if let Event::DeadLettered { dead_letter, source } = event {
-                // The dead letter holds the reservation token; it is left out
-                // on purpose, since anyone reading logs could use it.
+                // The dead letter contains the reservation token. It is left
+                // out on purpose, since anyone reading logs could use it.
                 tracing::warn!(
                     node_id = self.node_id,
                     message_id = %dead_letter.message.message_id,
@@ -304,7 +304,7 @@ impl Core {
         }
     }
 
-    /// Adds `x-raftq-served-by` naming this node, unless a forwarded answer
+    /// Adds `x-raftq-served-by` naming this node, unless a forwarded response
     /// already names the leader.
     pub fn served_by<Resp>(
         &self,

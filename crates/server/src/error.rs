@@ -1,9 +1,9 @@
 //! Errors of the gRPC services and their mapping to gRPC statuses.
 //!
-//! The codes follow queue.proto: INVALID_ARGUMENT for bad input (the message
-//! names the field and the rule), FAILED_PRECONDITION for a caller clock that
-//! the node does not accept, ALREADY_EXISTS for a taken message id,
-//! UNAVAILABLE for anything a retry may fix, INTERNAL for faults.
+//! The codes follow queue.proto. INVALID_ARGUMENT is bad input, and its
+//! message names the field and the rule. FAILED_PRECONDITION is a caller clock
+//! that the node does not accept. ALREADY_EXISTS is a taken message id.
+//! UNAVAILABLE is anything a retry may fix, and INTERNAL is a fault.
 
 use raftq_raft::{MembershipError, ReadError, WriteError};
 use raftq_state_machine::CommandError;
@@ -35,7 +35,7 @@ pub enum ServiceError {
     #[error("unavailable: {reason}")]
     Unavailable {
         reason: String,
-        /// The leader's client address, when this node knows it.
+        /// The leader's client address, when the membership lists it.
         leader_addr: Option<String>,
     },
 
@@ -92,7 +92,7 @@ impl ServiceError {
     }
 }
 
-/// A leader that this node was told about by Raft.
+/// The leader as Raft reported it to this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderHint {
     pub leader_id: Option<u64>,
@@ -212,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn caller_clock_maps_to_failed_precondition_naming_the_field() {
+    fn caller_clock_maps_to_failed_precondition() {
         let status = ServiceError::CallerClockRejected.into_status();
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(status.message().contains("options.now"));

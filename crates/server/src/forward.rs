@@ -1,7 +1,7 @@
 //! Forwarding of calls from a follower to the leader.
 //!
 //! A follower passes a write or a linearizable read to the leader's client
-//! address over a cached channel and relays the answer. The forwarded call
+//! address over a cached channel and relays the response. The forwarded call
 //! carries [`FORWARDED_BY_HEADER`], so the node that receives it serves it
 //! itself or fails; it never forwards it a second time, which rules out loops
 //! while leadership moves.
@@ -93,7 +93,7 @@ impl Forwarder {
     }
 
     /// Sends `request` to the leader at `leader_addr` through `call` and
-    /// relays its answer.
+    /// relays its response.
     ///
     /// The leader's `x-raftq-served-by` header is kept. A failure to reach
     /// the leader becomes UNAVAILABLE with the leader hint, so the client

@@ -228,8 +228,8 @@ pub fn leader_commit_index(raft: &RaftMetrics) -> Option<u64> {
         })
         .collect();
     matched.sort_unstable_by(|a, b| b.cmp(a));
-    // With the indexes sorted high to low, the majority holds the one at
-    // position floor(n / 2).
+    // With the indexes sorted high to low, a majority of the voters has
+    // at least the index at position floor(n / 2).
     matched.get(voters.len() / 2).copied()
 }
 

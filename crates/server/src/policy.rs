@@ -14,7 +14,7 @@ pub const MAX_DELIVERY_ATTEMPTS_LIMIT: u32 = 1_000;
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyConfig {
     pub defaults: Policy,
-    /// The longest lease a caller may ask for, in microseconds.
+    /// The maximum lease a caller may request, in microseconds.
     pub max_lease_us: i64,
 }
 

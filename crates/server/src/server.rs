@@ -221,12 +221,12 @@ impl RunningServer {
         self.node_id
     }
 
-    /// The bound address of the client gRPC services.
+    /// Returns the bound address of the client gRPC services.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
     }
 
-    /// The bound address of the Raft peer service.
+    /// Returns the bound address of the Raft peer service.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
     }
@@ -235,7 +235,7 @@ impl RunningServer {
         self.metrics_addr
     }
 
-    /// The addresses this node reports to `raftq init` and `raftq join`.
+    /// Returns the addresses this node reports to `raftq init` and `raftq join`.
     pub fn advertise(&self) -> &NodeInfo {
         &self.advertise
     }

@@ -35,7 +35,7 @@ pub struct Stamper {
 }
 
 impl Stamper {
-    /// A stamper on the system's wall clock, shifted by `clock_skew_ms` (a
+    /// Creates a stamper on the system's wall clock, shifted by `clock_skew_ms` (a
     /// test option that simulates a node whose clock is off).
     pub fn system(clock_skew_ms: i64) -> Self {
         Self::with_clock(clock_skew_ms, Box::new(system_clock_us))
@@ -80,7 +80,7 @@ impl Stamper {
 fn system_clock_us() -> i64 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(since_epoch) => i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX),
-        // A clock before 1970 is broken; the monotonic floor of the stamper
+        // A clock before 1970 is broken. The monotonic floor of the stamper
         // keeps the log's time from going backwards anyway.
         Err(before_epoch) => -i64::try_from(before_epoch.duration().as_micros()).unwrap_or(i64::MAX),
     }

@@ -76,7 +76,7 @@ impl Cluster {
         AdminClient::new(Cluster::channel(server).await)
     }
 
-    /// Waits until every node knows the same leader; returns its id.
+    /// Waits until every node reports the same leader, and returns its id.
     async fn wait_for_leader(&self) -> u64 {
         let started = tokio::time::Instant::now();
         loop {
