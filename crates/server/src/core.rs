@@ -1,4 +1,4 @@
-//! What every service handler shares: the Raft node, command stamping,
+//! The context every service handler shares: the Raft node, command stamping,
 //! leader routing and the served-by header.
 //!
 //! A call that needs the leader (a write, a linearizable read, a membership
@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use raftq_proto::v1::WriteOptions;
@@ -52,6 +53,8 @@ pub struct Core {
     policy: PolicyConfig,
     accept_caller_clock: bool,
     forwarder: Forwarder,
+    /// Held while a write is stamped and handed to openraft.
+    proposal_order: tokio::sync::Mutex<()>,
     /// Turns true when the node starts shutting down, so that long waits end.
     stopping: watch::Receiver<bool>,
 }
@@ -79,6 +82,7 @@ impl Core {
                 settings.forward_connect_timeout,
             ),
             node,
+            proposal_order: tokio::sync::Mutex::new(()),
             stopping,
         }
     }
@@ -145,9 +149,24 @@ impl Core {
     pub async fn propose(&self, options: Option<&WriteOptions>, operation: Operation) -> Result<CommandOutput, Failure> {
         let operation_name = operation.name();
         let work_pool_id = operation.work_pool_id();
-        let command = self.command(options, operation)?;
 
-        let output = self.node.write(command).await?;
+        // Stamping and handing the entry to openraft happen under one lock,
+        // so entries reach the log in the order of their times. The first
+        // poll of a write sends the entry into openraft's unbounded channel
+        // (openraft 0.9.25 `client_write_ff`), which is the log order.
+        // NOTE: if a later openraft defers that send, the order is no longer
+        // guaranteed and `now` may step back by microseconds between entries.
+        let (write, first_poll) = {
+            let _order = self.proposal_order.lock().await;
+            let command = self.command(options, operation)?;
+            let mut write = Box::pin(self.node.write(command));
+            let first_poll = futures::poll!(write.as_mut());
+            (write, first_poll)
+        };
+        let output = match first_poll {
+            Poll::Ready(result) => result?,
+            Poll::Pending => write.await?,
+        };
         tracing::debug!(
             node_id = self.node_id,
             operation = operation_name,

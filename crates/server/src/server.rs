@@ -21,7 +21,7 @@ use crate::config::ServerConfig;
 use crate::core::{Core, CoreSettings};
 use crate::metrics::{bind_metrics_server, Metrics, MetricsError};
 use crate::queue_service::QueueService;
-use crate::sweeper::{log_leader_changes, run_lease_sweeper};
+use crate::sweeper::run_lease_sweeper;
 
 /// How long a forwarding follower waits for a TCP connection to the leader.
 const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -151,7 +151,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         None => (None, None, None),
     };
 
-    let mut background = vec![tokio::spawn(log_leader_changes(Arc::clone(&core), stopping_receiver.clone()))];
+    let mut background = Vec::new();
     if config.sweep_interval_ms > 0 {
         background.push(tokio::spawn(run_lease_sweeper(
             Arc::clone(&core),

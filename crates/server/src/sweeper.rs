@@ -1,4 +1,4 @@
-//! Background tasks of a node: the lease sweeper and the leader-change log.
+//! The lease sweeper: the leader's background task that expires due leases.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,33 +65,4 @@ async fn sweep_once(core: &Core, batch: i64) -> Result<i64, String> {
     let dead_lettered = result.dead_lettered.len();
     tracing::debug!(node_id = core.node_id, redelivered, dead_lettered, "lease sweep expired leases");
     Ok(i64::try_from(redelivered + dead_lettered).unwrap_or(i64::MAX))
-}
-
-/// Logs every change of leader or term that this node observes.
-pub async fn log_leader_changes(core: Arc<Core>, mut stopping: watch::Receiver<bool>) {
-    let mut metrics = core.node.metrics();
-    let mut last_seen: Option<(Option<u64>, u64)> = None;
-    loop {
-        let (leader_id, term, state) = {
-            let metrics = metrics.borrow_and_update();
-            (metrics.current_leader, metrics.current_term, metrics.state)
-        };
-        if last_seen != Some((leader_id, term)) {
-            match leader_id {
-                Some(leader_id) => tracing::info!(
-                    node_id = core.node_id,
-                    term,
-                    leader_id,
-                    role = ?state,
-                    "leader changed"
-                ),
-                None => tracing::info!(node_id = core.node_id, term, role = ?state, "no leader known"),
-            }
-            last_seen = Some((leader_id, term));
-        }
-        tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { break },
-            _ = stopping.wait_for(|stopping| *stopping) => break,
-        }
-    }
 }
