@@ -21,7 +21,7 @@ pub struct ClusterOptions {
     /// Extra arguments given to every `raftq serve`, such as
     /// `--sweep-interval-ms 0`.
     pub serve_args: Vec<String>,
-    /// How long `start` waits for the nodes to answer and elect a leader.
+    /// How long `start` waits for the nodes to serve and elect a leader.
     pub ready_timeout: Duration,
 }
 
@@ -74,7 +74,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts the nodes, forms the cluster with `raftq init` and waits for a
-    /// leader that every node knows.
+    /// leader that every node reports.
     pub async fn start(options: ClusterOptions) -> Result<Cluster> {
         let binary = raftq_binary()?;
         let root = tempfile::Builder::new()
@@ -226,7 +226,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until every running node answers a status call.
+    /// Waits until every running node serves a status call.
     async fn wait_until_serving(&self) -> Result<()> {
         for node in self.nodes.iter().filter(|node| node.is_running()) {
             let client = self.probe_client(node.id, Duration::from_secs(1))?;
@@ -259,8 +259,8 @@ impl Cluster {
     }
 
     /// Waits until a running node reports itself leader and every other
-    /// running node names it as leader, and returns its id. Paused nodes
-    /// cannot answer, so pause nodes only after this returns.
+    /// running node names it as leader, and returns its id. A paused node
+    /// serves no call, so pause nodes only after this returns.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
         let running: Vec<u64> = self.nodes.iter().filter(|node| node.is_running()).map(|node| node.id).collect();
         let probes = running

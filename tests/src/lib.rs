@@ -15,9 +15,8 @@ pub use cluster::{Cluster, ClusterOptions, NodeProcess};
 pub use wait::{wait_until, WaitTimedOut};
 
 /// Returns a loopback port that was free when this function ran. The
-/// listener is closed before returning, so a process started right after can
-/// bind it; another process could take it first, which is unlikely on a test
-/// machine.
+/// listener is closed before returning, so that a process started next can
+/// bind it. Another process could take it first, but that is rare.
 pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())

@@ -142,7 +142,7 @@ pub struct EnqueueArgs {
     /// Idempotency key, stable for one logical job; non-empty.
     #[arg(long = "key", value_name = "IDEMPOTENCY_KEY")]
     idempotency_key: String,
-    /// What to clean up, as a JSON object.
+    /// Cleanup target as a JSON object, such as {"container_id": "abc"}.
     #[arg(long, value_name = "JSON")]
     target: String,
     /// Extra payload as a JSON object; the server stores {} when unset.
@@ -199,7 +199,7 @@ pub struct ReservationArgs {
 pub struct ReleaseArgs {
     #[command(flatten)]
     reservation: ReservationArgs,
-    /// Why the worker gives the message back; non-empty.
+    /// Reason the worker gives the message back; non-empty.
     #[arg(long)]
     reason: String,
 }
