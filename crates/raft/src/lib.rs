@@ -20,7 +20,9 @@
 //! - [`wakeup`]: per-pool wakeup channels fed by applied entries.
 //! - [`network`]: the `RaftPeer` gRPC service and openraft's network client.
 //! - [`RaftNode`]: the API the server uses (write, reads, wakeups,
-//!   membership, metrics).
+//!   membership, metrics). [`RaftNode::start`] serves and dials peers over
+//!   the tonic network, while [`RaftNode::start_with_network`] takes any
+//!   openraft `RaftNetworkFactory` instead, as an in-process simulation does.
 
 // openraft's `StorageError` and tonic's `Status` are large, but their traits
 // fix them as the error types.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::metrics::WaitError;
 use openraft::raft::ClientWriteResponse;
-use openraft::{ChangeMembers, LogIdOptionExt};
+use openraft::{ChangeMembers, LogIdOptionExt, RaftNetworkFactory};
 use raftq_state_machine::{Command, CommandOutput, QueueState};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -64,23 +64,7 @@ impl RaftNode {
     /// peer service on `config.peer_listen`, bound before this returns.
     pub async fn start(config: NodeConfig) -> Result<RaftNode, StartError> {
         let openraft_config = Arc::new(config.openraft_config()?);
-
-        let raft_dir = config.raft_dir();
-        let db = sled::Config::new()
-            .path(&raft_dir)
-            .open()
-            .map_err(|source| StartError::OpenLog {
-                path: raft_dir.clone(),
-                source,
-            })?;
-        let log_store = LogStore::open(&db).map_err(|source| StartError::OpenLog {
-            path: raft_dir,
-            source,
-        })?;
-        let snapshots = SnapshotDir::open(config.snapshot_dir())
-            .map_err(crate::state_machine::StateMachineOpenError::from)?;
-        let state_machine = StateMachineStore::open(snapshots)?;
-        let shared = state_machine.shared();
+        let storage = Storage::open(&config)?;
 
         let listener = tokio::net::TcpListener::bind(config.peer_listen)
             .await
@@ -99,14 +83,9 @@ impl RaftNode {
             config.node_id,
             Duration::from_millis(config.peer_connect_timeout_ms),
         );
-        let raft = Raft::new(
-            config.node_id,
-            openraft_config,
-            network,
-            log_store,
-            state_machine,
-        )
-        .await?;
+        let raft = storage
+            .start_raft(config.node_id, openraft_config, network)
+            .await?;
 
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -116,26 +95,71 @@ impl RaftNode {
                 let _ = stopped.await;
             });
         let task = tokio::spawn(server);
-        tokio::spawn(log_leader_changes(config.node_id, raft.metrics()));
 
-        tracing::info!(node_id = config.node_id, %peer_addr, data_dir = %config.data_dir.display(), "raft node started");
-        Ok(RaftNode {
+        Ok(RaftNode::assemble(
+            config,
+            raft,
+            storage,
+            peer_addr,
+            Some(PeerServer { stop, task }),
+        ))
+    }
+
+    /// Starts a node like [`RaftNode::start`], but openraft sends its RPCs
+    /// through `network` and no peer service listens.
+    ///
+    /// For in-process clusters, such as a simulated network that delivers
+    /// RPCs by calling the target's [`RaftNode::raft`] directly. Nothing is
+    /// bound, so [`RaftNode::peer_addr`] returns `config.peer_listen` as given.
+    pub async fn start_with_network<N>(
+        config: NodeConfig,
+        network: N,
+    ) -> Result<RaftNode, StartError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+    {
+        let openraft_config = Arc::new(config.openraft_config()?);
+        let storage = Storage::open(&config)?;
+        let raft = storage
+            .start_raft(config.node_id, openraft_config, network)
+            .await?;
+        let peer_addr = config.peer_listen;
+        Ok(RaftNode::assemble(config, raft, storage, peer_addr, None))
+    }
+
+    fn assemble(
+        config: NodeConfig,
+        raft: Raft,
+        storage: Storage,
+        peer_addr: SocketAddr,
+        peer_server: Option<PeerServer>,
+    ) -> RaftNode {
+        tokio::spawn(log_leader_changes(config.node_id, raft.metrics()));
+        tracing::info!(
+            node_id = config.node_id,
+            %peer_addr,
+            peer_service = peer_server.is_some(),
+            data_dir = %config.data_dir.display(),
+            "raft node started"
+        );
+        RaftNode {
             inner: Arc::new(NodeInner {
                 config,
                 raft,
-                shared,
+                shared: storage.shared,
                 peer_addr,
-                db: Mutex::new(Some(db)),
-                peer_server: Mutex::new(Some(PeerServer { stop, task })),
+                db: Mutex::new(Some(storage.db)),
+                peer_server: Mutex::new(peer_server),
             }),
-        })
+        }
     }
 
     pub fn node_id(&self) -> u64 {
         self.inner.config.node_id
     }
 
-    /// Returns the address the peer service is bound to.
+    /// Returns the address the peer service is bound to, or
+    /// `config.peer_listen` for a node started with its own network.
     pub fn peer_addr(&self) -> SocketAddr {
         self.inner.peer_addr
     }
@@ -451,6 +475,61 @@ impl RaftNode {
             }
             Some(error) => Err(error),
         }
+    }
+}
+
+/// The opened sled log and state machine of a node that is starting.
+struct Storage {
+    db: sled::Db,
+    log_store: LogStore,
+    state_machine: StateMachineStore,
+    shared: Arc<SharedState>,
+}
+
+impl Storage {
+    fn open(config: &NodeConfig) -> Result<Storage, StartError> {
+        let raft_dir = config.raft_dir();
+        let db = sled::Config::new()
+            .path(&raft_dir)
+            .open()
+            .map_err(|source| StartError::OpenLog {
+                path: raft_dir.clone(),
+                source,
+            })?;
+        let log_store = LogStore::open(&db).map_err(|source| StartError::OpenLog {
+            path: raft_dir,
+            source,
+        })?;
+        let snapshots = SnapshotDir::open(config.snapshot_dir())
+            .map_err(crate::state_machine::StateMachineOpenError::from)?;
+        let state_machine = StateMachineStore::open(snapshots)?;
+        let shared = state_machine.shared();
+        Ok(Storage {
+            db,
+            log_store,
+            state_machine,
+            shared,
+        })
+    }
+
+    async fn start_raft<N>(
+        &self,
+        node_id: u64,
+        openraft_config: Arc<openraft::Config>,
+        network: N,
+    ) -> Result<Raft, StartError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+    {
+        let raft = Raft::new(
+            node_id,
+            openraft_config,
+            network,
+            self.log_store.clone(),
+            self.state_machine.clone(),
+        )
+        .await?;
+        Ok(raft)
     }
 }
 
