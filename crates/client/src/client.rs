@@ -199,8 +199,9 @@ impl Client {
             .retry(self.inner.retry.backoff())
             .sleep(tokio::time::sleep)
             .when(|error: &AttemptError| error.retryable && started.elapsed() < total_timeout)
-            // The last sleep ends at the total timeout, leaving the final
-            // attempt whatever time is left rather than none.
+            // A sleep is cut short so that the next attempt still starts
+            // MIN_FINAL_ATTEMPT before the total timeout; with less left, the
+            // call gives up.
             .adjust(|_, delay| {
                 let remaining = total_timeout.checked_sub(started.elapsed())?;
                 if remaining < MIN_FINAL_ATTEMPT {
