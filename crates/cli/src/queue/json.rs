@@ -1,8 +1,10 @@
 //! JSON rendering of queue responses, with the contract's field names.
 //!
 //! `target` and `data` are printed as JSON values, not as the text they travel
-//! in, and timestamps as RFC 3339 in UTC with microseconds. A reservation and
-//! a dead letter are printed as the message's fields plus their own.
+//! in, and timestamps as RFC 3339 in UTC with microseconds. The shapes follow
+//! Prefect's models: a reservation is the message's fields plus its own
+//! (`CleanupQueueReservation` extends `CleanupQueueMessage`), and a dead letter
+//! nests the message under `message` (`CleanupQueueDeadLetter`).
 
 use chrono::{DateTime, SecondsFormat};
 use raftq_client::proto::{CleanupMessage, DeadLetter, OperationResult, Reservation};
@@ -63,7 +65,8 @@ pub fn reservation(reservation: &Reservation) -> Value {
 }
 
 pub fn dead_letter(dead_letter: &DeadLetter) -> Value {
-    let mut fields = dead_letter.message.as_ref().map(message_fields).unwrap_or_default();
+    let mut fields = Map::new();
+    fields.insert("message".into(), optional_message(dead_letter.message.as_ref()));
     fields.insert("reason".into(), json!(dead_letter.reason));
     fields.insert("final_delivery_count".into(), json!(dead_letter.final_delivery_count));
     fields.insert("moved_at".into(), timestamp(dead_letter.moved_at.as_ref()));
@@ -135,5 +138,23 @@ mod tests {
         assert_eq!(value["message_id"], json!("6f1c1d4e-8a7b-4c55-9d3e-1f2a3b4c5d6e"));
         assert_eq!(value["reservation_token"], json!("token"));
         assert_eq!(value["lease_expires_at"], json!("2023-11-14T22:13:50.000000Z"));
+    }
+
+    #[test]
+    fn dead_letter_nests_message() {
+        let value = dead_letter(&DeadLetter {
+            message: Some(sample_message()),
+            reason: "max_delivery_attempts_reached".into(),
+            final_delivery_count: 3,
+            moved_at: Some(prost_types::Timestamp { seconds: 1_700_000_040, nanos: 0 }),
+            reservation_token: None,
+            lease_expires_at: None,
+            release_reason: Some("failed".into()),
+        });
+        assert_eq!(value["message"]["message_id"], json!("6f1c1d4e-8a7b-4c55-9d3e-1f2a3b4c5d6e"));
+        assert_eq!(value["final_delivery_count"], json!(3));
+        assert_eq!(value["reservation_token"], Value::Null);
+        assert_eq!(value["release_reason"], json!("failed"));
+        assert!(value.get("message_id").is_none());
     }
 }
