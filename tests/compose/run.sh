@@ -106,7 +106,8 @@ trap 'exit 130' INT TERM
 if [[ "${RAFTQ_TEST_SKIP_BUILD:-0}" != 1 ]]; then
     deploy/build-image.sh "$RAFTQ_IMAGE"
 fi
-target_directory="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
+target_directory="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)" \
+    || fail "cargo metadata failed, so the target directory of target/release/raftq is unknown"
 raftq="$target_directory/release/raftq"
 [[ -x "$raftq" ]] || fail "$raftq is missing; run deploy/build-image.sh"
 docker image inspect "$RAFTQ_IMAGE" >/dev/null 2>&1 || fail "image $RAFTQ_IMAGE is missing; run deploy/build-image.sh"
