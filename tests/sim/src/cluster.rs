@@ -189,7 +189,11 @@ impl SimCluster {
     /// and its durable log and snapshot are read back and replayed into the
     /// observations. Stopping a stopped node does nothing.
     pub async fn crash(&self, node_id: u64) -> Result<(), ClusterError> {
-        let Some(node) = self.slots().get_mut(&node_id).and_then(|slot| slot.node.take()) else {
+        let Some(node) = self
+            .slots()
+            .get_mut(&node_id)
+            .and_then(|slot| slot.node.take())
+        else {
             return Ok(());
         };
         self.router.unregister(node_id);
@@ -199,7 +203,8 @@ impl SimCluster {
             tracing::warn!(node_id, %error, "node stopped with an error");
         }
 
-        let durable = DurableLog::read(node_id, &self.data_dir(node_id), STORAGE_RELEASE_WAIT).await?;
+        let durable =
+            DurableLog::read(node_id, &self.data_dir(node_id), STORAGE_RELEASE_WAIT).await?;
         self.observer
             .with(|observations| durable.replay(applied_hint, observations))?;
         Ok(())
@@ -251,7 +256,12 @@ impl SimCluster {
                 let applied: Vec<Option<u64>> = self
                     .running_nodes()
                     .iter()
-                    .map(|node| node.metrics().borrow().last_applied.map(|log_id| log_id.index))
+                    .map(|node| {
+                        node.metrics()
+                            .borrow()
+                            .last_applied
+                            .map(|log_id| log_id.index)
+                    })
                     .collect();
                 if target.is_some() && applied.iter().all(|index| *index >= target) {
                     return target;
@@ -262,7 +272,9 @@ impl SimCluster {
         None
     }
 
-    /// Returns the in-memory state of every running node.
+    /// Returns the in-memory state of every running node. The index and the
+    /// state are read one after the other, so they match only once no write
+    /// is in flight and the nodes converged.
     pub fn final_states(&self) -> Vec<FinalState> {
         self.running_nodes()
             .iter()

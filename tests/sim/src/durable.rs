@@ -31,7 +31,9 @@ pub struct DurableLog {
 /// Failure to read or replay a stopped node's storage.
 #[derive(Debug, thiserror::Error)]
 pub enum DurableError {
-    #[error("node {node_id}: failed to open the sled log at {path} within {waited_ms} ms: {source}")]
+    #[error(
+        "node {node_id}: failed to open the sled log at {path} within {waited_ms} ms: {source}"
+    )]
     Open {
         node_id: u64,
         path: String,
@@ -89,7 +91,9 @@ impl DurableLog {
             .read_committed()
             .await
             .map_err(|error| read_error(error.to_string()))?;
-        let first = log_state.last_purged_log_id.map_or(0, |log_id| log_id.index + 1);
+        let first = log_state
+            .last_purged_log_id
+            .map_or(0, |log_id| log_id.index + 1);
         let entries = match log_state.last_log_id {
             Some(last) if last.index >= first => log_store
                 .try_get_log_entries(first..=last.index)
@@ -100,6 +104,9 @@ impl DurableLog {
         drop(log_store);
         drop(db);
 
+        // NOTE: `SnapshotDir::open` deletes an unfinished `snapshot.bin.tmp`.
+        // A snapshot save of the stopped node that outlived `shutdown` would
+        // then fail, which the node logs; the file on disk stays whole.
         let snapshots = SnapshotDir::open(data_dir.join("snapshots"))
             .map_err(|error| read_error(error.to_string()))?;
         let snapshot = snapshots
@@ -116,9 +123,9 @@ impl DurableLog {
     }
 
     /// Replays the snapshot and the log up to the node's committed index, or
-    /// up to `applied_hint` when that is later (an index the node reported
-    /// as applied is committed too), and records every committed entry,
-    /// every state and every apply output in `observations`. Returns the
+    /// up to `applied_hint` when that is later, since an index the node
+    /// reported as applied is committed too. Records every committed entry,
+    /// every state and every apply output in `observations`, and returns the
     /// state at the last replayed index.
     pub fn replay(
         &self,

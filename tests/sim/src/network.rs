@@ -1,10 +1,10 @@
 //! The simulated peer network.
 //!
 //! [`SimNetwork`] is openraft's `RaftNetworkFactory` for one node. Every RPC
-//! goes through the shared [`Router`], which decides from the seeded RNG and
-//! the current faults whether the request is lost, how long it waits, whether
-//! a second copy arrives later, and whether the response is lost, and then
-//! delivers it by calling the target node's `Raft` directly.
+//! goes through the shared [`Router`], which draws from the seeded RNG and
+//! the current faults whether the request is lost, how long it waits,
+//! whether a second copy follows, and whether the response is lost. The
+//! router then delivers the request by calling the target node's `Raft`.
 //!
 //! Reordering comes from the delays: each message sleeps for its own random
 //! time, so a later message, or the late duplicate of an earlier one, can
@@ -24,10 +24,10 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{RPCTypes, RaftNetwork, RaftNetworkFactory};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use raftq_raft::types::Raft;
 use raftq_raft::{NodeInfo, TypeConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::observer::Observer;
 
@@ -60,7 +60,7 @@ pub struct NetworkCounters {
     /// Requests refused because a partition or a stopped node was in the way.
     pub unreachable: u64,
     /// AppendEntries requests answered `Success` without delivery (only with
-    /// [`Router::set_lie_about_appends`]).
+    /// [`Router::set_lying_leader`]).
     pub faked_appends: u64,
 }
 
@@ -80,7 +80,8 @@ struct RouterState {
     groups: BTreeMap<u64, usize>,
     faults: LinkFaults,
     rng: StdRng,
-    lie_about_appends: bool,
+    /// The node whose AppendEntries requests are faked, if any.
+    lying_leader: Option<u64>,
     counters: NetworkCounters,
 }
 
@@ -98,7 +99,7 @@ impl Router {
                 groups: BTreeMap::new(),
                 faults: LinkFaults::NONE,
                 rng: StdRng::seed_from_u64(network_seed),
-                lie_about_appends: false,
+                lying_leader: None,
                 counters: NetworkCounters::default(),
             }),
             observer,
@@ -141,12 +142,13 @@ impl Router {
         self.lock().faults = faults;
     }
 
-    /// A deliberately broken network for testing the checks: while on, every
-    /// AppendEntries request that carries entries is dropped and answered
-    /// `Success`, so the leader counts followers that never stored the
-    /// entries towards its quorum.
-    pub fn set_lie_about_appends(&self, lie: bool) {
-        self.lock().lie_about_appends = lie;
+    /// A deliberately broken network for testing the checks: while set,
+    /// every AppendEntries request from `leader_id`, heartbeats included, is
+    /// dropped and answered `Success`. That leader then counts followers that
+    /// never stored its entries towards its quorum, and because it never
+    /// sees a conflict, openraft's own check of matching indexes stays quiet.
+    pub fn set_lying_leader(&self, leader_id: Option<u64>) {
+        self.lock().lying_leader = leader_id;
     }
 
     pub fn counters(&self) -> NetworkCounters {
@@ -196,7 +198,7 @@ impl Router {
     }
 
     /// Sends one request from `source` to `target` through the faults and
-    /// returns the target's answer, or the error openraft would get from a
+    /// returns the target's response, or the error openraft would get from a
     /// real network.
     async fn send<Request, Reply, E, Call, Reply_>(
         self: &Arc<Self>,
@@ -232,7 +234,7 @@ impl Router {
             tokio::spawn(async move {
                 tokio::time::sleep(duplicate_delay).await;
                 if let Some(raft) = router.reachable(source, target) {
-                    // The sender already has its answer, so the copy's is dropped.
+                    // The sender already has its response, so the copy's is dropped.
                     let _ = call(raft, duplicate).await;
                 }
             });
@@ -244,7 +246,9 @@ impl Router {
         // A partition or a crash that began while the target worked also
         // loses the response.
         if delivery.drop_response || self.reachable(source, target).is_none() {
-            return Err(RPCError::Network(NetworkError::new(&SimFault::ResponseLost)));
+            return Err(RPCError::Network(NetworkError::new(
+                &SimFault::ResponseLost,
+            )));
         }
         match result {
             Ok(reply) => Ok(reply),
@@ -294,9 +298,9 @@ impl Router {
     }
 
     /// Returns `true` and counts the request when the broken mode fakes it.
-    fn fakes_append(&self, entries: usize) -> bool {
+    fn fakes_append(&self, source: u64) -> bool {
         let mut state = self.lock();
-        let fake = state.lie_about_appends && entries > 0;
+        let fake = state.lying_leader == Some(source);
         if fake {
             state.counters.faked_appends += 1;
         }
@@ -304,7 +308,8 @@ impl Router {
     }
 }
 
-/// The membership entry of a simulated node. Nothing dials these addresses.
+/// Returns the membership entry of a simulated node. Nothing dials these
+/// addresses.
 pub fn sim_node_info(node_id: u64) -> NodeInfo {
     NodeInfo {
         client_addr: format!("sim-node-{node_id}"),
@@ -362,10 +367,13 @@ impl RaftNetwork<TypeConfig> for SimConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        self.router
-            .observer
-            .record_append(self.source, &rpc.entries, rpc.leader_commit);
-        if self.router.fakes_append(rpc.entries.len()) {
+        self.router.observer.record_append(
+            self.source,
+            rpc.vote.leader_id().term,
+            &rpc.entries,
+            rpc.leader_commit,
+        );
+        if self.router.fakes_append(self.source) {
             return Ok(AppendEntriesResponse::Success);
         }
         self.router

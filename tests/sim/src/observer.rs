@@ -16,8 +16,9 @@ use serde::Serialize;
 /// Where an observation came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Source {
-    /// An AppendEntries request sent by a leader: an entry at or below the
-    /// request's `leader_commit` is committed in the leader's log.
+    /// AppendEntries requests of a leader: an entry it sent in its term is
+    /// committed once a later request of that term has a `leader_commit` at
+    /// or above the entry's index.
     LeaderAppend,
     /// The node's sled log or snapshot read back after a stop, replayed from
     /// the snapshot up to the node's committed index.
@@ -87,10 +88,16 @@ fn insert<K: Ord>(values: &mut SeenValues<K>, value: K, witness: Witness) {
     }
 }
 
+/// Entries one leader sent in one term and has not yet reported committed:
+/// index to (log id, payload digest). The map holding these is keyed by
+/// leader id and term.
+type SentEntries = BTreeMap<u64, (LogId, u64)>;
+
 /// Observations shared by the network, the cluster and the final checks.
 #[derive(Debug, Default)]
 pub struct Observer {
     observations: Mutex<Observations>,
+    uncommitted: Mutex<BTreeMap<(u64, u64), SentEntries>>,
 }
 
 impl Observer {
@@ -103,17 +110,45 @@ impl Observer {
         record(&mut observations)
     }
 
-    /// Records the entries of an AppendEntries request sent by `leader_id`.
-    pub fn record_append(&self, leader_id: u64, entries: &[Entry], leader_commit: Option<LogId>) {
-        let committed_index = leader_commit.map(|log_id| log_id.index);
+    /// Records the entries of an AppendEntries request that `leader_id` sent
+    /// in `term`, and marks committed every entry it sent in that term up to
+    /// `leader_commit`.
+    ///
+    /// A leader never rewrites its own log during its term, so an entry it
+    /// sent earlier in the term is still its entry at that index when a
+    /// later request reports the index committed.
+    pub fn record_append(
+        &self,
+        leader_id: u64,
+        term: u64,
+        entries: &[Entry],
+        leader_commit: Option<LogId>,
+    ) {
+        let witness = (leader_id, Source::LeaderAppend);
+        let newly_committed = {
+            let mut uncommitted = self
+                .uncommitted
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let sent = uncommitted.entry((leader_id, term)).or_default();
+            for entry in entries {
+                sent.insert(entry.log_id.index, (entry.log_id, payload_digest(entry)));
+            }
+            match leader_commit {
+                Some(committed) => {
+                    let still_uncommitted = sent.split_off(&(committed.index + 1));
+                    std::mem::replace(sent, still_uncommitted)
+                }
+                None => BTreeMap::new(),
+            }
+        };
+
         self.with(|observations| {
             for entry in entries {
-                let payload_digest = payload_digest(entry);
-                let witness = (leader_id, Source::LeaderAppend);
-                observations.record_entry(witness, entry.log_id, payload_digest);
-                if committed_index.is_some_and(|committed| entry.log_id.index <= committed) {
-                    observations.record_committed(witness, entry.log_id, payload_digest);
-                }
+                observations.record_entry(witness, entry.log_id, payload_digest(entry));
+            }
+            for (log_id, payload_digest) in newly_committed.into_values() {
+                observations.record_committed(witness, log_id, payload_digest);
             }
         });
     }

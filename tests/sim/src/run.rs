@@ -30,10 +30,13 @@ pub struct RunOptions {
     pub max_writes: u64,
     /// Replaces the schedule drawn from the seed.
     pub schedule: Option<Vec<Step>>,
-    /// Runs the deliberately broken network of
-    /// [`Router::set_lie_about_appends`] from the cluster's formation to
-    /// the end of the schedule, to prove the checks can fail.
+    /// Runs the deliberately broken network of [`Router::set_lying_leader`]
+    /// for the first leader, from the cluster's formation to the end of the
+    /// schedule, to prove the checks can fail.
     pub lie_about_appends: bool,
+    /// Starts every stopped node after the schedule. Without it, nodes the
+    /// schedule stopped stay down and the checks read the others.
+    pub restart_stopped_at_end: bool,
 }
 
 impl Default for RunOptions {
@@ -44,6 +47,7 @@ impl Default for RunOptions {
             max_writes: 600,
             schedule: None,
             lie_about_appends: false,
+            restart_stopped_at_end: true,
         }
     }
 }
@@ -157,7 +161,9 @@ pub async fn run_seed(seed: u64, options: &RunOptions) -> Result<RunReport, RunE
             "the new cluster elected no leader".to_string(),
         ));
     }
-    router.set_lie_about_appends(options.lie_about_appends);
+    if options.lie_about_appends {
+        router.set_lying_leader(cluster.leader().map(|leader| leader.node_id()));
+    }
 
     let clock = Arc::new(SimClock::new());
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,8 +180,12 @@ pub async fn run_seed(seed: u64, options: &RunOptions) -> Result<RunReport, RunE
     let played = play(&steps, &cluster, &router, &clock).await;
     router.heal();
     router.set_faults(LinkFaults::NONE);
-    router.set_lie_about_appends(false);
-    let restarted = restart_all(&cluster).await;
+    router.set_lying_leader(None);
+    let restarted = if options.restart_stopped_at_end {
+        restart_all(&cluster).await
+    } else {
+        Ok(())
+    };
     if played.is_ok() && restarted.is_ok() {
         tokio::time::sleep(Duration::from_millis(options.recovery_ms)).await;
     }
@@ -203,7 +213,11 @@ pub async fn run_seed(seed: u64, options: &RunOptions) -> Result<RunReport, RunE
         for node in &finals {
             if let Some(log_id) = node.last_applied {
                 let state_digest = digest(&node.state.to_snapshot());
-                observations.record_state((node.node_id, Source::LiveState), log_id.index, state_digest);
+                observations.record_state(
+                    (node.node_id, Source::LiveState),
+                    log_id.index,
+                    state_digest,
+                );
             }
         }
     });

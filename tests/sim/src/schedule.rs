@@ -98,7 +98,10 @@ mod tests {
         let steps = generate(11, 5_000);
         let total: u64 = steps.iter().map(|step| step.wait_ms).sum();
         assert!(total >= 5_000, "steps end after {total} ms");
-        assert!(total < 5_000 + 600, "steps run {total} ms, past the last wait");
+        assert!(
+            total < 5_000 + 600,
+            "steps run {total} ms, past the last wait"
+        );
     }
 
     #[test]

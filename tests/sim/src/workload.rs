@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use raftq_raft::WriteError;
 use raftq_state_machine::{
     Command, CommandOutput, Enqueue, Operation, OperationStatus, Policy, ReservationOperation,
     ReservationRef, Reserve, Response, Timestamp,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 use crate::cluster::SimCluster;
@@ -46,9 +46,9 @@ impl Default for SimClock {
     }
 }
 
-/// The policy of every command: 2 s leases so that they run out during a
-/// run, and a request retention far longer than any run, so that every
-/// acknowledged request id can still be replayed at the end.
+/// Returns the policy of every command. Leases last 2 s so that they run
+/// out during a run, and request ids are kept far longer than any run, so
+/// that every acknowledged request id can still be replayed at the end.
 pub fn workload_policy() -> Policy {
     Policy {
         lease_us: 2_000_000,
@@ -61,7 +61,10 @@ pub fn workload_policy() -> Policy {
 const WRITE_GIVE_UP: Duration = Duration::from_secs(10);
 
 /// The cleanup kinds the workload enqueues and filters on.
-const KINDS: [&str; 2] = ["cancelling_timeout_teardown.v1", "pending_claim_teardown.v1"];
+const KINDS: [&str; 2] = [
+    "cancelling_timeout_teardown.v1",
+    "pending_claim_teardown.v1",
+];
 
 /// Failure of the workload that is not a fault the simulation injected.
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +91,17 @@ pub struct WorkloadCounters {
 #[derive(Clone, Debug)]
 enum Planned {
     Enqueue(Enqueue),
-    Reserve { pool: Uuid, kinds: Option<Vec<String>> },
+    Reserve {
+        pool: Uuid,
+        kinds: Option<Vec<String>>,
+    },
     Ack(ReservationRef),
     Release(ReservationRef),
     Renew(ReservationRef),
-    ExpireLeases { limit: i64, pool: Option<Uuid> },
+    ExpireLeases {
+        limit: i64,
+        pool: Option<Uuid>,
+    },
     Wake(Uuid),
     Redrive(Uuid),
 }
@@ -103,7 +112,7 @@ pub struct Workload {
     policy: Policy,
     pools: [Uuid; 2],
     /// Reservations the client holds and may ack, release or renew.
-    held: Vec<ReservationRef>,
+    live_reservations: Vec<ReservationRef>,
     /// Reservations that ended, used to send stale tokens.
     finished: Vec<ReservationRef>,
     /// Idempotency keys enqueued so far, reused to test duplicate enqueues.
@@ -123,7 +132,7 @@ impl Workload {
             clock,
             policy: workload_policy(),
             pools,
-            held: Vec::new(),
+            live_reservations: Vec::new(),
             finished: Vec::new(),
             keys: Vec::new(),
             next_request: 0,
@@ -134,7 +143,11 @@ impl Workload {
     }
 
     /// Writes until `stop` is set or `max_writes` writes were made.
-    pub async fn run(&mut self, cluster: &SimCluster, stop: &AtomicBool) -> Result<(), WorkloadError> {
+    pub async fn run(
+        &mut self,
+        cluster: &SimCluster,
+        stop: &AtomicBool,
+    ) -> Result<(), WorkloadError> {
         while !stop.load(Ordering::SeqCst) && self.next_request < self.max_writes {
             let planned = self.plan();
             self.submit(cluster, planned).await?;
@@ -158,8 +171,10 @@ impl Workload {
         let roll = self.rng.gen_range(0..100);
         match roll {
             0..=29 => Planned::Enqueue(self.plan_enqueue()),
-            55..=84 if !self.held.is_empty() => {
-                let reservation = self.held[self.rng.gen_range(0..self.held.len())].clone();
+            55..=84 if !self.live_reservations.is_empty() => {
+                let reservation = self.live_reservations
+                    [self.rng.gen_range(0..self.live_reservations.len())]
+                .clone();
                 match self.rng.gen_range(0..100) {
                     0..=39 => Planned::Ack(reservation),
                     40..=64 => Planned::Release(reservation),
@@ -217,7 +232,10 @@ impl Workload {
             Planned::Enqueue(enqueue) => Operation::Enqueue(enqueue),
             Planned::Reserve { pool, kinds } => {
                 let token_bytes: [u8; 32] = self.rng.gen();
-                let reservation_token = token_bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+                let reservation_token = token_bytes
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect();
                 Operation::Reserve(Reserve {
                     work_pool_id: pool,
                     cleanup_kinds: kinds,
@@ -262,14 +280,18 @@ impl Workload {
         let mut target = cluster.leader_hint();
 
         while tokio::time::Instant::now() < give_up_at {
-            let chosen = target.and_then(|node_id| cluster.node(node_id)).or_else(|| {
-                let running = cluster.running_nodes();
-                (!running.is_empty()).then(|| {
-                    let node = running[self.rng.gen_range(0..running.len())].clone();
-                    let incarnation = cluster.node(node.node_id()).map_or(0, |(_, incarnation)| incarnation);
-                    (node, incarnation)
-                })
-            });
+            let chosen = target
+                .and_then(|node_id| cluster.node(node_id))
+                .or_else(|| {
+                    let running = cluster.running_nodes();
+                    (!running.is_empty()).then(|| {
+                        let node = running[self.rng.gen_range(0..running.len())].clone();
+                        let incarnation = cluster
+                            .node(node.node_id())
+                            .map_or(0, |(_, incarnation)| incarnation);
+                        (node, incarnation)
+                    })
+                });
             let Some((node, incarnation)) = chosen else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 target = cluster.leader_hint();
@@ -311,7 +333,8 @@ impl Workload {
                 Err(error) => {
                     // A node crashed by the schedule may fail a write in
                     // flight with any error; a running node may not.
-                    let restarted = cluster.node(node.node_id()).map(|(_, current)| current) != Some(incarnation);
+                    let restarted = cluster.node(node.node_id()).map(|(_, current)| current)
+                        != Some(incarnation);
                     if !restarted {
                         self.history.writes.push(record);
                         return Err(WorkloadError::Unexpected {
@@ -340,18 +363,25 @@ impl Workload {
                     .push((message.work_pool_id, message.idempotency_key.clone()));
             }
             (Response::Reserved(Some(reservation)), _) => {
-                self.held.push(ReservationRef {
+                self.live_reservations.push(ReservationRef {
                     work_pool_id: reservation.message.work_pool_id,
                     message_id: reservation.message.message_id,
                     reservation_token: reservation.reservation_token.clone(),
                 });
             }
-            (Response::Operation(result), Planned::Ack(reference) | Planned::Release(reference) | Planned::Renew(reference)) => {
+            (
+                Response::Operation(result),
+                Planned::Ack(reference) | Planned::Release(reference) | Planned::Renew(reference),
+            ) => {
                 let still_held = result.operation == ReservationOperation::Renew
                     && result.status == OperationStatus::Accepted;
                 if !still_held {
-                    if let Some(position) = self.held.iter().position(|held| held == reference) {
-                        let ended = self.held.swap_remove(position);
+                    if let Some(position) = self
+                        .live_reservations
+                        .iter()
+                        .position(|live| live == reference)
+                    {
+                        let ended = self.live_reservations.swap_remove(position);
                         self.finished.push(ended);
                     }
                 }

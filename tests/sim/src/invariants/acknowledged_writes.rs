@@ -1,6 +1,6 @@
 //! No acknowledged write is lost: after healing, every node's state still
-//! holds the response of every acknowledged request id, so a repeat of the
-//! acknowledged command replays that response instead of applying again.
+//! contains the response of every acknowledged request id, so a repeat of
+//! the acknowledged command replays that response instead of applying again.
 //!
 //! The repeat runs on a copy of the node's final state. Commands that
 //! `validate_command` rejects are skipped, since the state machine records
@@ -124,7 +124,11 @@ mod tests {
         let violations = check(&history, &finals);
 
         assert_eq!(violations.len(), 1);
-        assert!(violations[0].detail.starts_with("node 2"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.starts_with("node 2"),
+            "{}",
+            violations[0]
+        );
         assert!(violations[0].detail.contains(" b "), "{}", violations[0]);
     }
 
@@ -152,6 +156,10 @@ mod tests {
         let violations = check(&history, &finals);
 
         assert_eq!(violations.len(), 1);
-        assert!(violations[0].detail.contains("replays another response"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("replays another response"),
+            "{}",
+            violations[0]
+        );
     }
 }

@@ -3,10 +3,10 @@
 //! same payload, and applying the entry at an index returns the same output
 //! on every node.
 //!
-//! Observations come from AppendEntries requests (entries at or below the
-//! leader's commit index) and from each stopped node's durable log up to
-//! its committed index, so an entry read back after a crash is compared with
-//! what the leader had committed before.
+//! Observations come from the AppendEntries requests of each leader (an
+//! entry it sent, once its commit index passed it) and from each stopped
+//! node's durable log up to its committed index. So an entry read back after
+//! a crash is compared with what the leader had committed before.
 
 use crate::invariants::{describe_disagreement, push_capped, Violation};
 use crate::observer::Observations;
@@ -50,7 +50,11 @@ pub fn compared_indexes(observations: &Observations) -> usize {
         .committed
         .values()
         .filter(|entries| {
-            let mut nodes: Vec<u64> = entries.values().flatten().map(|(node_id, _)| *node_id).collect();
+            let mut nodes: Vec<u64> = entries
+                .values()
+                .flatten()
+                .map(|(node_id, _)| *node_id)
+                .collect();
             nodes.sort_unstable();
             nodes.dedup();
             nodes.len() > 1
@@ -91,7 +95,11 @@ mod tests {
         let violations = check(&observations);
 
         assert_eq!(violations.len(), 1);
-        assert!(violations[0].detail.contains("committed index 5"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("committed index 5"),
+            "{}",
+            violations[0]
+        );
     }
 
     #[test]
@@ -103,7 +111,11 @@ mod tests {
         let violations = check(&observations);
 
         assert_eq!(violations.len(), 1);
-        assert!(violations[0].detail.contains("carries different payloads"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("carries different payloads"),
+            "{}",
+            violations[0]
+        );
     }
 
     #[test]
@@ -115,6 +127,10 @@ mod tests {
         let violations = check(&observations);
 
         assert_eq!(violations.len(), 1);
-        assert!(violations[0].detail.contains("applying index 5"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("applying index 5"),
+            "{}",
+            violations[0]
+        );
     }
 }

@@ -57,7 +57,11 @@ pub(crate) const MAX_REPORTED: usize = 5;
 
 /// Appends `found` to `violations`, cut to [`MAX_REPORTED`] with a summary
 /// of the rest.
-pub(crate) fn push_capped(violations: &mut Vec<Violation>, invariant: &'static str, found: Vec<String>) {
+pub(crate) fn push_capped(
+    violations: &mut Vec<Violation>,
+    invariant: &'static str,
+    found: Vec<String>,
+) {
     let total = found.len();
     for detail in found.into_iter().take(MAX_REPORTED) {
         violations.push(Violation { invariant, detail });

@@ -45,8 +45,8 @@ struct Lease {
 }
 
 impl Lease {
-    /// The earliest time the lease can have ended, counting only renews that
-    /// ran before `before`.
+    /// Returns the earliest time the lease can have ended, counting only
+    /// renews that ran before `before`.
     fn ends_no_earlier_than(&self, before: Timestamp) -> Timestamp {
         let expiry = self
             .renewed
@@ -202,7 +202,8 @@ fn collect_attempts_and_accepts(
         let at = match (result.operation, result.lease_expires_at) {
             // An accepted renew ran exactly one lease before its new expiry.
             (ReservationOperation::Renew, Some(expiry)) => {
-                let renewed_at = Timestamp::from_micros(expiry.as_micros() - command.policy.lease_us);
+                let renewed_at =
+                    Timestamp::from_micros(expiry.as_micros() - command.policy.lease_us);
                 if let Some((_, lease)) = leases.get_mut(&reference.reservation_token) {
                     lease.renewed.push((renewed_at, expiry));
                 }
@@ -223,7 +224,9 @@ fn collect_attempts_and_accepts(
 fn reservation_operation(operation: &Operation) -> Option<(ReservationOperation, &ReservationRef)> {
     match operation {
         Operation::Ack(reference) => Some((ReservationOperation::Ack, reference)),
-        Operation::Release { reservation, .. } => Some((ReservationOperation::Release, reservation)),
+        Operation::Release { reservation, .. } => {
+            Some((ReservationOperation::Release, reservation))
+        }
         Operation::Renew(reference) => Some((ReservationOperation::Renew, reference)),
         _ => None,
     }
@@ -303,7 +306,10 @@ mod tests {
             reservation_token: token.to_string(),
             lease_expires_at: now.saturating_add_micros(LEASE_US),
         };
-        write(command(now, operation), Response::Reserved(Some(reservation)))
+        write(
+            command(now, operation),
+            Response::Reserved(Some(reservation)),
+        )
     }
 
     fn accepted(now: Timestamp, token: &str, operation: ReservationOperation) -> WriteRecord {
@@ -369,8 +375,16 @@ mod tests {
         let violations = check(&history);
 
         assert_eq!(violations.len(), 1, "{violations:?}");
-        assert!(violations[0].detail.contains("while token"), "{}", violations[0]);
-        assert!(!violations[0].detail.contains("first"), "a token leaked: {}", violations[0]);
+        assert!(
+            violations[0].detail.contains("while token"),
+            "{}",
+            violations[0]
+        );
+        assert!(
+            !violations[0].detail.contains("first"),
+            "a token leaked: {}",
+            violations[0]
+        );
     }
 
     #[test]
@@ -386,7 +400,11 @@ mod tests {
         let violations = check(&history);
 
         assert_eq!(violations.len(), 1, "{violations:?}");
-        assert!(violations[0].detail.contains("while token"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("while token"),
+            "{}",
+            violations[0]
+        );
     }
 
     #[test]
@@ -401,7 +419,11 @@ mod tests {
         let violations = check(&history);
 
         assert_eq!(violations.len(), 1, "{violations:?}");
-        assert!(violations[0].detail.contains("after its lease ran out"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("after its lease ran out"),
+            "{}",
+            violations[0]
+        );
     }
 
     #[test]
@@ -417,6 +439,10 @@ mod tests {
         let violations = check(&history);
 
         assert_eq!(violations.len(), 1, "{violations:?}");
-        assert!(violations[0].detail.contains("after token"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("after token"),
+            "{}",
+            violations[0]
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! The states come from each node's snapshot file, from replaying each
 //! stopped node's durable log entry by entry, and from each node's live
 //! state at the end of the run.
+//!
+//! NOTE: only indexes that two nodes' samples share are compared. Replays
+//! start at each node's latest snapshot, so the overlap can be a few
+//! indexes in a run; the run report prints how many were compared.
 
 use crate::invariants::{describe_disagreement, push_capped, Violation};
 use crate::observer::Observations;
@@ -34,7 +38,11 @@ pub fn compared_indexes(observations: &Observations) -> usize {
         .states
         .values()
         .filter(|states| {
-            let mut nodes: Vec<u64> = states.values().flatten().map(|(node_id, _)| *node_id).collect();
+            let mut nodes: Vec<u64> = states
+                .values()
+                .flatten()
+                .map(|(node_id, _)| *node_id)
+                .collect();
             nodes.sort_unstable();
             nodes.dedup();
             nodes.len() > 1
@@ -68,6 +76,10 @@ mod tests {
 
         assert_eq!(violations.len(), 1);
         assert_eq!(violations[0].invariant, NAME);
-        assert!(violations[0].detail.contains("index 7"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("index 7"),
+            "{}",
+            violations[0]
+        );
     }
 }
