@@ -363,8 +363,7 @@ mod tests {
                 message_id: Uuid::new_v4(),
             },
             Event::LeaseExpiredRedelivered {
-                work_pool_id: pool,
-                message_id: Uuid::new_v4(),
+                message: message("teardown.v1"),
             },
         ];
         let result = OperationResult {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use raftq_proto::v1 as proto;
 use raftq_proto::v1::queue_server::Queue;
-use raftq_state_machine::{CommandError, CommandOutput, Event, Response as Applied};
+use raftq_state_machine::{CommandError, CommandOutput, DeadLetterSource, Event, Response as Applied};
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, parse_uuid};
@@ -53,20 +53,29 @@ fn reserve_response(output: CommandOutput) -> Result<proto::ReserveResponse, Ser
         other => return Err(unexpected("reserve", &other)),
     };
     let mut dead_lettered = Vec::new();
-    let mut redelivered_count = 0u32;
+    let mut lease_expiry_dead_lettered = Vec::new();
+    let mut redelivered = Vec::new();
     for event in output.events {
         match event {
-            Event::DeadLettered { dead_letter, .. } => {
-                dead_lettered.push(convert::dead_letter_to_proto(dead_letter));
+            Event::DeadLettered { dead_letter, source } => {
+                let dead_letter = convert::dead_letter_to_proto(dead_letter);
+                if source == DeadLetterSource::LeaseExpiry {
+                    lease_expiry_dead_lettered.push(dead_letter.clone());
+                }
+                dead_lettered.push(dead_letter);
             }
-            Event::LeaseExpiredRedelivered { .. } => redelivered_count = redelivered_count.saturating_add(1),
+            Event::LeaseExpiredRedelivered { message } => {
+                redelivered.push(convert::message_to_proto(message));
+            }
             Event::LeaseExpiredDeadLettered { .. } | Event::WakeupAdvanced { .. } => {}
         }
     }
     Ok(proto::ReserveResponse {
         reservation: reservation.map(convert::reservation_to_proto),
         dead_lettered,
-        redelivered_count,
+        redelivered_count: u32::try_from(redelivered.len()).unwrap_or(u32::MAX),
+        redelivered,
+        lease_expiry_dead_lettered,
     })
 }
 

@@ -229,8 +229,8 @@ pub enum Event {
         dead_letter: DeadLetter,
         source: DeadLetterSource,
     },
-    /// A lease ran out and the message became visible again.
-    LeaseExpiredRedelivered { work_pool_id: Uuid, message_id: Uuid },
+    /// A lease ran out and the message, as it is now, became visible again.
+    LeaseExpiredRedelivered { message: Message },
     /// A lease ran out on a message at the maximum delivery attempts.
     LeaseExpiredDeadLettered { work_pool_id: Uuid, message_id: Uuid },
 }

@@ -24,7 +24,6 @@ from uuid import UUID
 import grpc
 
 from prefect.client.schemas.worker_channel import CleanupKind
-from prefect.server.worker_communication import cleanup_queue as prefect_cleanup_queue
 from prefect.server.worker_communication.cleanup_queue import (
     CleanupQueueDeadLetter,
     CleanupQueueLeaseExpiryResult,
@@ -339,25 +338,23 @@ class WorkerCleanupQueue(_WorkerCleanupQueue):
         return result
 
     def _record_reserve_side_effects(self, response: queue_pb2.ReserveResponse) -> None:
-        # A dead letter with a reservation token came from an expired lease.
-        # One without came from a candidate skipped at the maximum delivery
-        # attempts, which is no lease expiry.
-        expired_dead_letters = []
         for entry in response.dead_lettered:
             dead_letter = _convert.dead_letter_from_proto(entry)
             record_cleanup_queue_dead_letter(dead_letter, source=DEAD_LETTER_SOURCE)
-            if dead_letter.reservation_token is not None:
-                expired_dead_letters.append(dead_letter)
-        record_cleanup_queue_lease_expiry_result(
-            CleanupQueueLeaseExpiryResult(dead_lettered=expired_dead_letters)
-        )
 
-        # NOTE: ReserveResponse reports redeliveries as a count without the
-        # messages, but Prefect's record helper takes the messages. So this
-        # increments the helper's counter directly.
-        lease_expirations = prefect_cleanup_queue.CLEANUP_QUEUE_LEASE_EXPIRATIONS
-        if response.redelivered_count and lease_expirations is not None:
-            lease_expirations.labels(result="redelivered").inc(response.redelivered_count)
+        # Only the expired leases count as lease expirations; a candidate
+        # skipped at the maximum delivery attempts is not one.
+        record_cleanup_queue_lease_expiry_result(
+            CleanupQueueLeaseExpiryResult(
+                redelivered=[
+                    _convert.message_from_proto(message) for message in response.redelivered
+                ],
+                dead_lettered=[
+                    _convert.dead_letter_from_proto(entry)
+                    for entry in response.lease_expiry_dead_lettered
+                ],
+            )
+        )
 
     def _write_options(self) -> queue_pb2.WriteOptions:
         options = queue_pb2.WriteOptions(policy=_policy_overrides())

@@ -288,8 +288,7 @@ impl QueueState {
         let message = record.message.clone();
         self.make_visible(work_pool_id, message_id);
         events.push(Event::LeaseExpiredRedelivered {
-            work_pool_id,
-            message_id,
+            message: message.clone(),
         });
         LeaseOutcome::Redelivered(message)
     }
