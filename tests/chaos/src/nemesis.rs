@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::cluster::ChaosCluster;
 use crate::history::Recorder;
+use raftq_integration_tests::wait_until;
 
 /// Entries a node keeps in its log behind a snapshot (openraft's
 /// `max_in_snapshot_log_to_keep`, which `raftq serve` leaves at 1000), so a
@@ -223,7 +224,7 @@ impl<'c> Nemesis<'c> {
                 let detail = format!("node {bridge} bridged nodes {} and {}", ends[0], ends[1]);
                 (ends, new_leader, detail)
             }
-            FaultKind::LeaderClockSkew => self.clock_skew(fault, leader_before, term_before, injected).await?,
+            FaultKind::LeaderClockSkew => self.clock_skew(fault, leader_before, injected).await?,
             FaultKind::PowerLoss => {
                 let ids = self.cluster.ids();
                 for id in &ids {
@@ -233,7 +234,10 @@ impl<'c> Nemesis<'c> {
                 for id in &ids {
                     self.cluster.start_node(*id).await?;
                 }
-                let new_leader = self.wait_for_new_term(&ids, term_before, injected).await;
+                // A restarted leader whose vote was committed may lead again
+                // in its old term without an election, so any agreed leader
+                // counts here.
+                let new_leader = self.wait_for_any_leader(injected).await;
                 (ids, new_leader, String::new())
             }
             FaultKind::MembershipChurn => self.membership_churn(fault, leader_before, term_before, injected).await?,
@@ -297,6 +301,18 @@ impl<'c> Nemesis<'c> {
         }
     }
 
+    /// Waits until the live members agree on a leader and returns the time
+    /// since `since`; `None` when they do not in time.
+    async fn wait_for_any_leader(&self, since: Instant) -> Option<Duration> {
+        match self.cluster.wait_for_leader(self.settings.recovery_timeout).await {
+            Ok(_) => Some(since.elapsed()),
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "no leader was agreed before the recovery timeout");
+                None
+            }
+        }
+    }
+
     /// Polls until `since + hold` for a node of `ids` leading in a term above
     /// `term_before`, and returns the time since `since` of the first sight.
     async fn watch_for_new_term(&self, ids: &[u8], term_before: u64, since: Instant, hold: Duration) -> Option<Duration> {
@@ -349,12 +365,11 @@ impl<'c> Nemesis<'c> {
         &mut self,
         fault: &PlannedFault,
         leader: u8,
-        term_before: u64,
         injected: Instant,
     ) -> Result<(Vec<u8>, Option<Duration>, String)> {
         self.cluster.set_clock_skew(leader, fault.skew_ms)?;
         self.cluster.restart(leader).await?;
-        let new_leader = self.wait_for_new_term(&self.cluster.ids(), term_before, injected).await;
+        let new_leader = self.wait_for_any_leader(injected).await;
 
         // Openraft has no leadership transfer here, so the skewed node is
         // made leader by pausing whoever leads instead, at most three times.
@@ -408,13 +423,35 @@ impl<'c> Nemesis<'c> {
         sleep_until(injected + Duration::from_millis(fault.hold_ms)).await;
 
         self.cluster.start_node(node).await?;
+        let joining = Instant::now();
         self.cluster.join_member(node).await?;
-        let snapshot = self.cluster.status(node, Duration::from_secs(2)).await?.snapshot_index.unwrap_or(0);
+        let joined_ms = joining.elapsed().as_millis();
+
+        // `raftq join` makes the node a voter once openraft deems it caught
+        // up, which allows a lag of several thousand entries, so wait for the
+        // node to apply what the leader had snapshotted.
+        let catch_up = Instant::now();
+        let cluster = &*self.cluster;
+        let condition = format!("node {node} to apply index {purged_past}");
+        let applied = wait_until(&condition, self.settings.recovery_timeout, || async move {
+            match cluster.status(node, Duration::from_millis(500)).await {
+                Ok(status) if status.applied_index.unwrap_or(0) >= purged_past => Ok(status),
+                Ok(status) => Err(format!("applied index {:?}", status.applied_index)),
+                Err(error) => Err(format!("{error:#}")),
+            }
+        })
+        .await?;
+        let snapshot = applied.snapshot_index.unwrap_or(0);
         let new_leader = self.new_term_seen(&self.cluster.ids(), term_before, injected).await;
+        let from_snapshot = snapshot + LOG_KEPT_BEHIND_SNAPSHOT >= needed;
+        if !from_snapshot {
+            tracing::warn!(node_id = node, snapshot, needed, "the rejoined node caught up without a snapshot past the purge");
+        }
         let detail = format!(
-            "node {node} removed at log index {last_index}, data {}; leader snapshot reached {purged_past}; after the join its snapshot index is {snapshot} ({})",
+            "node {node} removed at log index {last_index}, data {}; leader snapshot reached {purged_past}; join took {joined_ms} ms, then {} ms to apply it; snapshot index {snapshot} ({})",
             if fault.wipe { "wiped" } else { "kept" },
-            if snapshot + LOG_KEPT_BEHIND_SNAPSHOT >= needed { "caught up from a snapshot" } else { "no snapshot past the purge" }
+            catch_up.elapsed().as_millis(),
+            if from_snapshot { "caught up from a snapshot" } else { "no snapshot past the purge" }
         );
         Ok((vec![node], new_leader, detail))
     }

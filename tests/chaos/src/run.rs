@@ -25,6 +25,9 @@ pub const SEED_VARIABLE: &str = "RAFTQ_CHAOS_SEED";
 pub const SUMMARY_VARIABLE: &str = "RAFTQ_CHAOS_SUMMARY";
 /// Environment variable naming the file the JSON history is written to.
 pub const HISTORY_VARIABLE: &str = "RAFTQ_CHAOS_HISTORY";
+/// Environment variable that, when set, keeps the node logs of every run,
+/// not only of failed ones.
+pub const KEEP_LOGS_VARIABLE: &str = "RAFTQ_CHAOS_KEEP_LOGS";
 /// Environment variable restricting the fault kinds, comma-separated in
 /// snake case, such as `kill_leader,power_loss`.
 pub const KINDS_VARIABLE: &str = "RAFTQ_CHAOS_KINDS";
@@ -48,6 +51,8 @@ pub struct ChaosSettings {
     pub nemesis: NemesisSettings,
     /// Workload time before the first fault.
     pub warmup: Duration,
+    /// Workload time after the last fault healed.
+    pub cooldown: Duration,
     pub wakeup_bound: Duration,
     pub summary_path: Option<PathBuf>,
     pub history_path: Option<PathBuf>,
@@ -62,24 +67,25 @@ impl ChaosSettings {
             budget: Budget::Rounds(rounds),
             kinds: FaultKind::ALL.to_vec(),
             workload: WorkloadSettings {
-                workers: 4,
+                workers: 6,
                 lease_seconds: 3.0,
                 max_delivery_attempts: 3,
                 write_timeout: Duration::from_secs(8),
                 read_timeout: Duration::from_secs(3),
-                max_think_time: Duration::from_millis(60),
+                max_think_time: Duration::from_millis(30),
                 observer_wait: Duration::from_secs(1),
             },
             nemesis: NemesisSettings {
                 hold_min: Duration::from_secs(3),
                 hold_max: Duration::from_secs(5),
-                quiet: Duration::from_secs(2),
+                quiet: Duration::from_secs(4),
                 recovery_timeout: Duration::from_secs(30),
                 max_clock_skew_ms: 2_000,
                 snapshot_every_entries: 100,
             },
             warmup: Duration::from_secs(3),
-            wakeup_bound: Duration::from_secs(5),
+            cooldown: Duration::from_secs(5),
+            wakeup_bound: Duration::from_secs(2),
             summary_path: None,
             history_path: None,
         }
@@ -176,6 +182,9 @@ pub async fn run(settings: ChaosSettings) -> Result<Summary> {
     tokio::time::sleep(settings.warmup).await;
 
     let faults = run_schedule(&mut cluster, &recorder, &settings, started).await;
+    if faults.is_ok() {
+        tokio::time::sleep(settings.cooldown).await;
+    }
     workload.stop().await;
     let faults = match faults {
         Ok(faults) => faults,
@@ -209,7 +218,7 @@ pub async fn run(settings: ChaosSettings) -> Result<Summary> {
         faults,
         report,
     );
-    if summary.violation_count > 0 {
+    if summary.violation_count > 0 || std::env::var_os(KEEP_LOGS_VARIABLE).is_some() {
         keep_logs(&cluster, &run_id);
     }
     println!("{}", summary.to_text());
@@ -389,11 +398,11 @@ fn machine() -> Machine {
 }
 
 /// Copies the node logs out of the run's temporary directory, which is
-/// deleted with the cluster, so that a failed run can be read afterwards.
+/// deleted with the cluster, so that they can be read after the run.
 fn keep_logs(cluster: &ChaosCluster, run_id: &str) {
     let directory = std::env::temp_dir().join(format!("raftq-chaos-logs-{run_id}"));
     match cluster.copy_logs(&directory) {
-        Ok(()) => eprintln!("node logs of the failed run kept in {}", directory.display()),
+        Ok(()) => eprintln!("node logs kept in {}", directory.display()),
         Err(error) => tracing::error!(%error, directory = %directory.display(), "failed to keep the node logs"),
     }
 }

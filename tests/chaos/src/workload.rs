@@ -238,7 +238,7 @@ async fn reserve_and_work(shared: &Shared, process: &str, rng: &mut StdRng) {
         let pause_ms = if rng.gen_bool(0.12) {
             lease_ms + lease_ms / 5
         } else {
-            rng.gen_range(0..=lease_ms / 2)
+            rng.gen_range(0..=lease_ms / 4)
         };
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         let roll = rng.gen_range(0..100);

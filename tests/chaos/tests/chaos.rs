@@ -25,15 +25,17 @@ fn env_number(name: &str, default: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_run_finds_no_violation() {
     init_logging();
-    let rounds = env_number("RAFTQ_CHAOS_ROUNDS", 1) as usize;
+    let rounds = env_number("RAFTQ_CHAOS_ROUNDS", 2) as usize;
     let settings = ChaosSettings::bounded(rounds)
         .with_environment()
         .expect("invalid RAFTQ_CHAOS_* variable");
 
+    let expected_faults = rounds * settings.kinds.len();
+
     let summary = run(settings).await.unwrap_or_else(|error| panic!("{error:#}"));
 
     assert_eq!(summary.violation_count, 0, "violations found; see the summary above (seed {})", summary.seed);
-    assert!(summary.faults.len() >= 9, "only {} faults ran", summary.faults.len());
+    assert_eq!(summary.faults.len(), expected_faults, "not every planned fault ran");
     assert_eq!(summary.check.final_unverified, 0, "some acknowledged messages were not verified");
 }
 

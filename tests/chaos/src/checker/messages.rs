@@ -371,11 +371,12 @@ fn check_reads(message_id: Uuid, ops: &MessageOps<'_>, found: &mut Vec<Violation
                 // Removal from active delivery is permanent, so a message
                 // active at the end was active at every read after its
                 // enqueue. A tombstone whose acks all started after the read
-                // was active at the read as well.
+                // was active at the read as well; a tombstone without any ack
+                // is reported as a lost write instead.
                 let active_throughout = match &ops.final_state {
                     Some(FinalState::Active { .. }) => true,
                     Some(FinalState::Tombstone { .. }) => {
-                        first_ack_start.map_or(true, |start| start > read.end_us) && ops.dead_letters.is_empty()
+                        first_ack_start.is_some_and(|start| start > read.end_us) && ops.dead_letters.is_empty()
                     }
                     _ => false,
                 };
