@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +63,7 @@ pub struct SimCluster {
     router: Arc<Router>,
     observer: Arc<Observer>,
     slots: Mutex<BTreeMap<u64, Slot>>,
+    crashes: AtomicU64,
 }
 
 impl SimCluster {
@@ -75,6 +77,7 @@ impl SimCluster {
             root,
             router,
             observer,
+            crashes: AtomicU64::new(0),
             slots: Mutex::new(
                 NODE_IDS
                     .iter()
@@ -150,6 +153,11 @@ impl SimCluster {
             .collect()
     }
 
+    /// Returns how many times a node was stopped, the final stops included.
+    pub fn crashes(&self) -> u64 {
+        self.crashes.load(Ordering::Relaxed)
+    }
+
     /// Returns the running node that is leader by its own metrics.
     pub fn leader(&self) -> Option<RaftNode> {
         self.running_nodes().into_iter().find(|node| {
@@ -199,6 +207,7 @@ impl SimCluster {
         self.router.unregister(node_id);
         let applied_hint = node.metrics().borrow().last_applied;
         tracing::info!(node_id, "crashing node");
+        self.crashes.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = node.shutdown().await {
             tracing::warn!(node_id, %error, "node stopped with an error");
         }

@@ -59,6 +59,8 @@ pub struct NetworkCounters {
     pub duplicated: u64,
     /// Requests refused because a partition or a stopped node was in the way.
     pub unreachable: u64,
+    /// InstallSnapshot chunks sent, delivered or not.
+    pub snapshot_chunks: u64,
     /// AppendEntries requests answered `Success` without delivery (only with
     /// [`Router::set_lying_leader`]).
     pub faked_appends: u64,
@@ -393,6 +395,7 @@ impl RaftNetwork<TypeConfig> for SimConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        self.router.lock().counters.snapshot_chunks += 1;
         self.router
             .send_with_deadline(
                 self.source,

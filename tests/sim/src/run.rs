@@ -68,6 +68,8 @@ pub struct RunReport {
     /// Committed indexes seen by two or more nodes.
     pub compared_committed_indexes: usize,
     pub final_index: u64,
+    /// Node stops during the schedule, the final stop of every node excluded.
+    pub crashes: u64,
     pub elapsed: Duration,
 }
 
@@ -77,12 +79,13 @@ impl fmt::Display for RunReport {
         let network = &self.network;
         write!(
             formatter,
-            "seed {}: {} steps, {} writes acknowledged of {} attempts ({} abandoned), \
-             final index {}, states compared at {} indexes, committed entries at {}; \
-             network delivered {}, lost {} requests and {} responses, duplicated {}, \
-             refused {}; {:.1} s",
+            "seed {}: {} steps, {} crashes, {} writes acknowledged of {} attempts \
+             ({} abandoned), final index {}, states compared at {} indexes, committed \
+             entries at {}; network delivered {}, lost {} requests and {} responses, \
+             duplicated {}, refused {}, {} snapshot chunks; {:.1} s",
             self.seed,
             self.steps,
+            self.crashes,
             workload.acknowledged,
             workload.attempts,
             workload.abandoned,
@@ -94,6 +97,7 @@ impl fmt::Display for RunReport {
             network.dropped_responses,
             network.duplicated,
             network.unreachable,
+            network.snapshot_chunks,
             self.elapsed.as_secs_f64()
         )
     }
@@ -221,6 +225,7 @@ pub async fn run_seed(seed: u64, options: &RunOptions) -> Result<RunReport, RunE
             }
         }
     });
+    let crashes = cluster.crashes();
     cluster.stop_all().await?;
 
     let mut violations = Vec::new();
@@ -249,6 +254,7 @@ pub async fn run_seed(seed: u64, options: &RunOptions) -> Result<RunReport, RunE
         compared_state_indexes,
         compared_committed_indexes,
         final_index,
+        crashes,
         elapsed: started.elapsed(),
     })
 }
