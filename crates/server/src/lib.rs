@@ -22,6 +22,7 @@ mod forward;
 pub mod metrics;
 pub mod policy;
 mod queue_service;
+mod readiness;
 mod server;
 pub mod stamp;
 mod sweeper;

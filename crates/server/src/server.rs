@@ -21,6 +21,7 @@ use crate::config::ServerConfig;
 use crate::core::{Core, CoreSettings};
 use crate::metrics::{bind_metrics_server, Metrics, MetricsError};
 use crate::queue_service::QueueService;
+use crate::readiness::report_queue_readiness;
 use crate::sweeper::run_lease_sweeper;
 
 /// How long a forwarding follower waits for a TCP connection to the leader.
@@ -161,7 +162,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         )));
     }
 
-    health.set_serving::<QueueServer<QueueService>>().await;
+    health.set_not_serving::<QueueServer<QueueService>>().await;
+    background.push(tokio::spawn(report_queue_readiness(
+        config.node_id,
+        health.clone(),
+        node.metrics(),
+        stopping.subscribe(),
+    )));
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
     tracing::info!(
@@ -276,11 +283,12 @@ impl RunningServer {
     }
 
     async fn begin_stop(&mut self) {
+        // Ends waits and background tasks first, so the readiness task cannot
+        // report SERVING again after the statuses below.
+        let _ = self.stopping.send(true);
         self.health.set_service_status("", ServingStatus::NotServing).await;
         self.health.set_not_serving::<QueueServer<QueueService>>().await;
         self.health.set_not_serving::<AdminServer<AdminService>>().await;
-        // Ends waits and background tasks; nothing else listens for it.
-        let _ = self.stopping.send(true);
     }
 
     async fn finish_stop(mut self) -> Result<(), ServerError> {

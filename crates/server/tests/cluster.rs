@@ -403,3 +403,55 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+/// Returns the health status a node reports for `service`.
+async fn health_status(server: &RunningServer, service: &str) -> i32 {
+    let channel = Channel::from_shared(format!("http://{}", server.client_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_readiness_follows_leader() {
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let data = TempDir::new().unwrap();
+    let mut config = ServerConfig::new(1, data.path().join("node-1"));
+    config.listen = loopback_any_port();
+    config.peer_listen = loopback_any_port();
+    config.heartbeat_interval_ms = 50;
+    config.election_timeout_min_ms = 300;
+    config.election_timeout_max_ms = 600;
+    let server = raftq_server::start(config).await.unwrap();
+
+    // Up but in no cluster: alive, not ready for queue calls.
+    assert_eq!(health_status(&server, "").await, serving);
+    assert_eq!(health_status(&server, "raftq.v1.Queue").await, not_serving);
+
+    let member = proto::NodeInfo {
+        node_id: server.node_id(),
+        client_addr: server.advertise().client_addr.clone(),
+        peer_addr: server.advertise().peer_addr.clone(),
+    };
+    Cluster::admin(&server)
+        .await
+        .init_cluster(proto::InitClusterRequest { members: vec![member] })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while health_status(&server, "raftq.v1.Queue").await != serving {
+        assert!(tokio::time::Instant::now() < deadline, "the queue service never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
