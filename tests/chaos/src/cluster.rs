@@ -28,7 +28,7 @@ pub struct ClusterSettings {
     pub nodes: u8,
     /// Arguments given to every `raftq serve` after the addresses.
     pub serve_args: Vec<String>,
-    /// How long a node may take to answer after a start, and the cluster to
+    /// How long a node may take to respond after a start, and the cluster to
     /// elect a leader.
     pub ready_timeout: Duration,
 }
@@ -225,7 +225,7 @@ impl ChaosCluster {
         Ok(())
     }
 
-    /// Waits until a node answers a status call.
+    /// Waits until a node responds to a status call.
     pub async fn wait_until_serving(&self, id: u8) -> Result<()> {
         let client = self.node_client(id, Duration::from_millis(500))?;
         wait_until(&format!("node {id} to serve"), self.settings.ready_timeout, || {
@@ -278,14 +278,14 @@ impl ChaosCluster {
         Ok(())
     }
 
-    /// Starts a stopped node and waits until it answers.
+    /// Starts a stopped node and waits until it responds.
     pub async fn start_node(&mut self, id: u8) -> Result<()> {
         self.spawn(id)?;
         self.wait_until_serving(id).await
     }
 
     /// Kills a node if it runs, starts it again with the same data and
-    /// waits until it answers.
+    /// waits until it responds.
     pub async fn restart(&mut self, id: u8) -> Result<()> {
         if self.node(id)?.child.is_some() {
             self.kill(id)?;

@@ -41,7 +41,7 @@ pub enum FaultKind {
     IsolateLeader,
     /// Cut one follower from the two other nodes (a 2/1 split).
     SplitTwoOne,
-    /// Cut two nodes from each other; the third still sees both.
+    /// Cut two nodes from each other, while the third still reaches both.
     BridgePartition,
     /// Restart the leader with `--clock-skew-ms`, try to make it lead again,
     /// then restart it without skew.
@@ -165,7 +165,8 @@ impl<'c> Nemesis<'c> {
         self.cluster
     }
 
-    /// Injects a fault, holds it, heals it and waits for full service.
+    /// Injects a fault, keeps it for the hold time, heals it and waits for full
+    /// service.
     pub async fn run_fault(&mut self, fault: &PlannedFault) -> Result<FaultRecord> {
         let leader_before = self.cluster.wait_for_leader(self.settings.recovery_timeout).await?;
         let term_before = self.cluster.status(leader_before, Duration::from_secs(2)).await?.term;
@@ -371,8 +372,8 @@ impl<'c> Nemesis<'c> {
         self.cluster.restart(leader).await?;
         let new_leader = self.wait_for_any_leader(injected).await;
 
-        // Openraft has no leadership transfer here, so the skewed node is
-        // made leader by pausing whoever leads instead, at most three times.
+        // The admin API has no leadership transfer, so the skewed node is made
+        // leader by pausing the current leader instead, at most three times.
         let mut skewed_led = false;
         for _ in 0..3 {
             let current = self.cluster.wait_for_leader(self.settings.recovery_timeout).await?;

@@ -59,8 +59,8 @@ pub struct ChaosSettings {
 }
 
 impl ChaosSettings {
-    /// Settings of the bounded run for CI: every fault kind `rounds` times,
-    /// with short holds.
+    /// Returns the settings of the bounded run for CI: every fault kind
+    /// `rounds` times, with short holds.
     pub fn bounded(rounds: usize) -> ChaosSettings {
         ChaosSettings {
             seed: rand::random(),
@@ -91,10 +91,12 @@ impl ChaosSettings {
         }
     }
 
-    /// Settings of a long run: rounds until `duration`, longer holds.
+    /// Returns the settings of a long run: rounds until `duration`, longer
+    /// holds and more workers.
     pub fn long(duration: Duration) -> ChaosSettings {
         let mut settings = ChaosSettings::bounded(1);
         settings.budget = Budget::Duration(duration);
+        settings.workload.workers = 8;
         settings.nemesis.hold_min = Duration::from_secs(4);
         settings.nemesis.hold_max = Duration::from_secs(12);
         settings.nemesis.quiet = Duration::from_secs(5);
@@ -161,8 +163,8 @@ impl ChaosSettings {
     }
 }
 
-/// Runs the suite and returns its summary; the caller decides what a
-/// violation means. Errors are failures of the run itself (no network, a
+/// Runs the suite and returns its summary, leaving it to the caller to
+/// decide what a violation means. Errors are failures of the run itself (no network, a
 /// cluster that never recovered), not violations.
 pub async fn run(settings: ChaosSettings) -> Result<Summary> {
     eprintln!("raftq chaos: seed {} (replay with {SEED_VARIABLE}={})", settings.seed, settings.seed);
@@ -287,10 +289,10 @@ fn long_client(cluster: &ChaosCluster) -> Result<Client> {
 /// Concurrent tasks of the final verification.
 const VERIFIERS: usize = 6;
 
-/// Reads every message the workload tried to enqueue, as active message, as
-/// dead letter, and when it is neither, by enqueueing its id and key again:
-/// a duplicate answer shows an acked tombstone, a fresh enqueue shows that
-/// the pool had forgotten the message.
+/// Reads every message the workload tried to enqueue, as an active message
+/// and as a dead letter. A message that is neither is enqueued again with its
+/// id and key: a duplicate result shows an acked tombstone, and a fresh
+/// enqueue shows that the pool had forgotten the message.
 async fn verify_final_state(cluster: &ChaosCluster, recorder: &Recorder, pool: &Uuid) -> Result<()> {
     let ids: BTreeSet<Uuid> = recorder
         .snapshot()

@@ -1,9 +1,9 @@
 //! Starting `raftq serve` inside a node's network namespace.
 //!
-//! Every child enters the namespace with `setns(2)` before `exec` and asks
-//! the kernel for SIGKILL when its parent thread exits
-//! (`PR_SET_PDEATHSIG`), so that no node outlives a test process that was
-//! killed before its guards ran. The kernel sends that signal when the
+//! Every child enters the namespace with `setns(2)` before `exec` and
+//! requests SIGKILL when its parent thread exits (`PR_SET_PDEATHSIG`), so
+//! that no node outlives a test process that was killed before its guards
+//! ran. The kernel sends that signal when the
 //! thread that forked the child exits, not the process, so every child is
 //! forked by one thread that lives as long as the process.
 

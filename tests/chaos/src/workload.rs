@@ -219,9 +219,9 @@ async fn enqueue(shared: &Shared, process: &str, message_id: Uuid) {
     .await;
 }
 
-/// A reservation a worker holds: the real token stays here and only its
+/// A reservation a worker has: the real token stays here and only its
 /// [`TokenId`] goes into the history.
-struct Held {
+struct HeldReservation {
     message_id: Uuid,
     token: String,
 }
@@ -234,7 +234,7 @@ async fn reserve_and_work(shared: &Shared, process: &str, rng: &mut StdRng) {
     let mut renews = 0;
     loop {
         // Most steps come well within the lease; some come after it ended,
-        // so the server must answer `expired` (or redeliver first).
+        // so the server must return `expired` (or redeliver first).
         let pause_ms = if rng.gen_bool(0.12) {
             lease_ms + lease_ms / 5
         } else {
@@ -260,7 +260,7 @@ async fn reserve_and_work(shared: &Shared, process: &str, rng: &mut StdRng) {
     }
 }
 
-async fn reserve(shared: &Shared, process: &str) -> Option<Held> {
+async fn reserve(shared: &Shared, process: &str) -> Option<HeldReservation> {
     let request = ReserveRequest {
         options: write_options(&shared.settings),
         work_pool_id: shared.pool.clone(),
@@ -277,7 +277,7 @@ async fn reserve(shared: &Shared, process: &str) -> Option<Held> {
                     let reservation = match &response.reservation {
                         Some(reservation) => match reservation_view(reservation) {
                             Some(view) => {
-                                *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Held {
+                                *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(HeldReservation {
                                     message_id: view.message_id,
                                     token: reservation.reservation_token.clone(),
                                 });
@@ -302,8 +302,8 @@ async fn reserve(shared: &Shared, process: &str) -> Option<Held> {
             }
         })
         .await;
-    let taken = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-    taken
+    let reservation = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    reservation
 }
 
 /// What a worker does with a reservation it holds.
@@ -315,7 +315,7 @@ enum Action {
 }
 
 /// Runs an ack, release or renew and returns its status, if any.
-async fn operation(shared: &Shared, process: &str, held: &Held, action: Action) -> Option<String> {
+async fn operation(shared: &Shared, process: &str, held: &HeldReservation, action: Action) -> Option<String> {
     let token = TokenId::of(&held.token);
     let message_id = held.message_id;
     let reservation = ReservationRequest {

@@ -39,8 +39,9 @@ async fn bounded_run_finds_no_violation() {
     assert_eq!(summary.check.final_unverified, 0, "some acknowledged messages were not verified");
 }
 
-/// The long run: `RAFTQ_CHAOS_DURATION_SECONDS=900 cargo test -p raftq-chaos
-/// --release -- --ignored long_run --nocapture`.
+/// Runs fault rounds for `RAFTQ_CHAOS_DURATION_SECONDS` (default 900):
+/// `RAFTQ_CHAOS_DURATION_SECONDS=900 cargo test -p raftq-chaos --test chaos
+/// -- --ignored long_run --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs for many minutes; start it with --ignored long_run"]
 async fn long_run() {

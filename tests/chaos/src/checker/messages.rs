@@ -72,7 +72,8 @@ fn check_durability(message_id: Uuid, ops: &MessageOps<'_>, report: &mut CheckRe
     }
 }
 
-/// The end of a token's lease: the reservation's, pushed out by accepted renews.
+/// Returns the end of a token's lease: the reservation's, pushed out by
+/// accepted renews.
 fn lease_end(ops: &MessageOps<'_>, reservation: &ReservationView) -> i64 {
     ops.token_ops
         .iter()
@@ -137,7 +138,7 @@ fn check_reservations(message_id: Uuid, ops: &MessageOps<'_>, found: &mut Vec<Vi
             }
 
             // The earlier token must not be accepted after the later
-            // reservation exists, whatever the leases say.
+            // reservation exists, regardless of the lease times.
             for op in &earlier_token_ops {
                 if !is_accepted(op) {
                     continue;
@@ -170,7 +171,7 @@ fn check_reservations(message_id: Uuid, ops: &MessageOps<'_>, found: &mut Vec<Vi
     }
 }
 
-/// Each committed reservation adds exactly one to delivery_count.
+/// Checks that each committed reservation adds exactly one to delivery_count.
 fn check_delivery_counts(
     index: &Index<'_>,
     message_id: Uuid,
@@ -216,8 +217,8 @@ fn check_delivery_counts(
         }
     }
 
-    // Deliveries nobody saw can only come from reserves whose outcome is
-    // unknown.
+    // Deliveries that no reply returned can only come from reserves whose
+    // outcome is unknown.
     let unknown = index.indeterminate_reserve_starts.len();
     let highest = by_count.last().map(|(_, view)| view.delivery_count).unwrap_or(0);
     let mut distinct: Vec<u32> = by_count.iter().map(|(_, view)| view.delivery_count).collect();
@@ -310,7 +311,8 @@ fn check_acks(message_id: Uuid, ops: &MessageOps<'_>, found: &mut Vec<Violation>
     }
 }
 
-/// A dead-letter move happens once, and the message never comes back.
+/// Checks that a dead-letter move happens once and that the message never
+/// comes back.
 fn check_dead_letters(message_id: Uuid, ops: &MessageOps<'_>, found: &mut Vec<Violation>) {
     let Some((first_op, first)) = ops.dead_letters.first() else {
         return;
@@ -349,7 +351,8 @@ fn check_dead_letters(message_id: Uuid, ops: &MessageOps<'_>, found: &mut Vec<Vi
     }
 }
 
-/// A linearizable read sees every write acknowledged before it started.
+/// Checks that a linearizable read reflects every write acknowledged before
+/// it started.
 fn check_reads(message_id: Uuid, ops: &MessageOps<'_>, found: &mut Vec<Violation>) {
     let acks = accepted_acks(ops);
     let first_ack_end = acks.iter().map(|(op, _)| op.end_us).min();
@@ -371,7 +374,7 @@ fn check_reads(message_id: Uuid, ops: &MessageOps<'_>, found: &mut Vec<Violation
                 // Removal from active delivery is permanent, so a message
                 // active at the end was active at every read after its
                 // enqueue. A tombstone whose acks all started after the read
-                // was active at the read as well; a tombstone without any ack
+                // was active at the read as well. A tombstone without any ack
                 // is reported as a lost write instead.
                 let active_throughout = match &ops.final_state {
                     Some(FinalState::Active { .. }) => true,

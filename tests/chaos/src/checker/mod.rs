@@ -2,10 +2,10 @@
 //!
 //! Calls whose outcome is unknown ([`Outcome::Info`]) may or may not have
 //! happened, so they only ever excuse an observation, never cause a
-//! violation. Real-time order comes from the recorder's monotonic clock
-//! (a call that ended before another started precedes it); server times are
-//! compared only with other server times, which the leaders keep monotonic
-//! across elections.
+//! violation. Real-time order comes from the recorder's monotonic clock, in
+//! which a call that ended before another started precedes it. Server times
+//! are compared only with other server times, which the leaders keep
+//! monotonic across elections.
 //!
 //! Rules, one per [`Rule`]:
 //! - an acknowledged enqueue is never lost: at the end each is active,
@@ -17,8 +17,8 @@
 //! - an acked message never comes back;
 //! - a dead-letter move happens once and is final;
 //! - wakeup sequences never go backwards per observer, and each observer
-//!   sees every visible-making commit within a bound;
-//! - reads are linearizable: a read sees every write acknowledged before it
+//!   observes every visible-making commit within a bound;
+//! - reads are linearizable: a read reflects every write acknowledged before it
 //!   started.
 
 mod messages;
@@ -94,12 +94,12 @@ pub struct CheckReport {
 pub(crate) enum FinalState {
     Active { delivery_count: u32 },
     DeadLettered(DeadLetterView),
-    /// Not active and not a dead letter, but the pool still knows the id:
-    /// an acked tombstone, with its delivery count.
+    /// Not active and not a dead letter, but the pool still has the id: an
+    /// acked tombstone, with its delivery count.
     Tombstone { delivery_count: u32 },
     /// The pool did not know the id any more.
     Missing,
-    /// The final verification got no answer.
+    /// The final verification got no result.
     Unverified,
 }
 

@@ -119,7 +119,7 @@ impl History {
     }
 
     /// Records the final reads of a message that is neither active nor a
-    /// dead letter, and the probe enqueue, whose `duplicate` tells whether
+    /// dead letter, and the probe enqueue, whose `duplicate` flag shows whether
     /// the pool still knew the id.
     fn final_gone(&mut self, id: Uuid, still_known: bool, delivery_count: u32, at_ms: u64) {
         self.read(FINAL_PROCESS, 1, id, None, at_ms, at_ms + 1);
@@ -160,8 +160,8 @@ fn rules(report: &CheckReport) -> Vec<Rule> {
     report.violations.iter().map(|violation| violation.rule).collect()
 }
 
-/// A message enqueued, reserved, renewed and acked, and one whose lease
-/// expired and that was delivered again, then released.
+/// Builds the history of a message enqueued, reserved, renewed and acked,
+/// and of one whose lease expired and that was delivered again, then released.
 fn clean_history() -> History {
     let (acked, released) = (message(1), message(2));
     let mut history = History::default();
@@ -253,8 +253,8 @@ fn double_reservation_is_reported() {
     let contested = message(9);
     let mut history = History::default();
     history.enqueue(contested, 0, 10);
-    // Token 1 holds the lease from 1.0 s to 4.0 s; token 2 is granted at
-    // 2.0 s, while token 1 was never given back, and both acks succeed.
+    // Token 1 has the lease from 1.0 s to 4.0 s. Token 2 is granted at 2.0 s
+    // although token 1 was never given back, and both acks are accepted.
     history.reserve(contested, token(1), 1, 1_000, 1_000, 1_010);
     history.reserve(contested, token(2), 2, 2_000, 2_000, 2_010);
     history.ack(contested, token(1), "accepted", 2_500, 2_510);
@@ -288,7 +288,7 @@ fn reservation_after_release_is_not_double() {
 }
 
 #[test]
-fn renew_of_older_token_after_new_reservation_is_reported() {
+fn stale_token_renew_is_reported() {
     let stolen = message(11);
     let mut history = History::default();
     history.enqueue(stolen, 0, 10);

@@ -114,8 +114,8 @@ fn check_observers(history: &[Op], report: &mut CheckReport) {
     }
 }
 
-/// A linearizable read of the sequence is at least every sequence seen
-/// before the read started.
+/// Checks that a linearizable read of the sequence is at least every
+/// sequence observed before the read started.
 fn check_sequence_reads(history: &[Op], known: &KnownSequence, report: &mut CheckReport) {
     for op in history {
         let (Call::ReadWakeupSequence, Some(Reply::Sequence { sequence })) = (&op.call, op.reply()) else {
@@ -220,7 +220,7 @@ impl<'h> Timeline<'h> {
     }
 }
 
-/// Every observer that was watching a healthy node sees a sequence above
+/// Checks that every observer watching a healthy node observes a sequence above
 /// what was known before a visible-making commit, within the bound after
 /// the commit was acknowledged.
 fn check_wakeup_delay(history: &[Op], known: &KnownSequence, settings: &CheckSettings, report: &mut CheckReport) {
