@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from typing import Any
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from raftq._proto.raftq.v1 import admin_pb2
 SERVER_START_TIMEOUT_SECONDS = 180.0
 SERVICE_TIMEOUT_SECONDS = 60.0
 POLL_SECONDS = 0.2
+# Tries of one Prefect API call that the server answers with 503.
+POST_ATTEMPTS = 10
 # Prefect's console log format is "time | LEVEL | logger - message".
 ERROR_LOG_LINE = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\|")
 
@@ -172,18 +175,33 @@ async def test_reconciler_expires_leases_on_cluster(
     assert "Traceback" not in prefect_server.log_text()
 
 
+async def _post(api: httpx.AsyncClient, path: str, payload: dict[str, Any]) -> httpx.Response:
+    """Post to the Prefect API, retrying 503 answers as Prefect's own client does.
+
+    A Prefect server on SQLite answers 503 while the database is locked by its
+    background services, which happens on a loaded machine right after start.
+    """
+    for attempt in range(POST_ATTEMPTS):
+        response = await api.post(path, json=payload)
+        if response.status_code != 503:
+            return response
+        await asyncio.sleep(0.2 * (attempt + 1))
+    return response
+
+
 async def test_cancelling_timeout_enqueues_on_cluster(
     prefect_server: PrefectServer, raftq_client: RaftqClient
 ) -> None:
     async with httpx.AsyncClient(base_url=prefect_server.url, timeout=30.0) as api:
-        pool = await api.post("/work_pools/", json={"name": "raftq-pool", "type": "process"})
+        pool = await _post(api, "/work_pools/", {"name": "raftq-pool", "type": "process"})
         assert pool.status_code == 201, pool.text
         work_pool_id = UUID(pool.json()["id"])
-        flow = await api.post("/flows/", json={"name": "raftq-cleanup-check"})
+        flow = await _post(api, "/flows/", {"name": "raftq-cleanup-check"})
         assert flow.status_code in (200, 201), flow.text
-        flow_run = await api.post(
+        flow_run = await _post(
+            api,
             "/flow_runs/",
-            json={
+            {
                 "flow_id": flow.json()["id"],
                 "work_pool_name": "raftq-pool",
                 "state": {"type": "RUNNING", "name": "Running"},
@@ -191,9 +209,10 @@ async def test_cancelling_timeout_enqueues_on_cluster(
         )
         assert flow_run.status_code == 201, flow_run.text
         flow_run_id = flow_run.json()["id"]
-        cancelling = await api.post(
+        cancelling = await _post(
+            api,
             f"/flow_runs/{flow_run_id}/set_state",
-            json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
+            {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
         )
         assert cancelling.status_code in (200, 201), cancelling.text
         assert cancelling.json()["status"] == "ACCEPT", cancelling.text
