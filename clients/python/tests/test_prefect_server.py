@@ -35,7 +35,7 @@ from raftq._proto.raftq.v1 import admin_pb2
 SERVER_START_TIMEOUT_SECONDS = 180.0
 SERVICE_TIMEOUT_SECONDS = 60.0
 POLL_SECONDS = 0.2
-# Tries of one Prefect API call that the server answers with 503.
+# Attempts of one Prefect API call that the server rejects with 503.
 POST_ATTEMPTS = 10
 # Prefect's console log format is "time | LEVEL | logger - message".
 ERROR_LOG_LINE = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\|")
@@ -176,9 +176,9 @@ async def test_reconciler_expires_leases_on_cluster(
 
 
 async def _post(api: httpx.AsyncClient, path: str, payload: dict[str, Any]) -> httpx.Response:
-    """Post to the Prefect API, retrying 503 answers as Prefect's own client does.
+    """Post to the Prefect API, retrying 503 responses as Prefect's own client does.
 
-    A Prefect server on SQLite answers 503 while the database is locked by its
+    A Prefect server on SQLite responds with 503 while the database is locked by its
     background services, which happens on a loaded machine right after start.
     """
     for attempt in range(POST_ATTEMPTS):

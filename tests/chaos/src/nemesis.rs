@@ -131,6 +131,10 @@ pub struct FaultRecord {
     pub new_leader_ms: Option<u64>,
     /// Time from the heal to the first successful write.
     pub full_service_ms: u64,
+    /// Time from the heal until every member had applied the leader's
+    /// commit index as of the first successful write; `None` when some
+    /// member did not within the recovery timeout.
+    pub caught_up_ms: Option<u64>,
     pub detail: String,
 }
 
@@ -252,6 +256,7 @@ impl<'c> Nemesis<'c> {
             .await
             .context("the cluster did not agree on a leader after the fault was healed")?;
         let full_service = self.first_write(healed).await?;
+        let caught_up = self.wait_until_caught_up(healed).await;
         let recovered_us = self.recorder.now_us();
         let record = FaultRecord {
             kind: fault.kind,
@@ -263,6 +268,7 @@ impl<'c> Nemesis<'c> {
             recovered_us,
             new_leader_ms: new_leader.map(|elapsed| elapsed.as_millis() as u64),
             full_service_ms: full_service.as_millis() as u64,
+            caught_up_ms: caught_up.map(|elapsed| elapsed.as_millis() as u64),
             detail,
         };
         tracing::info!(
@@ -270,6 +276,7 @@ impl<'c> Nemesis<'c> {
             targets = ?record.targets,
             new_leader_ms = ?record.new_leader_ms,
             full_service_ms = record.full_service_ms,
+            caught_up_ms = ?record.caught_up_ms,
             leader = leader_after,
             "fault healed and service restored"
         );
@@ -341,6 +348,53 @@ impl<'c> Nemesis<'c> {
             }
         }
         None
+    }
+
+    /// Waits until every member has applied the leader's current commit
+    /// index, and returns the time since `since`. A node back from a
+    /// partition or a restart can lag the others for seconds after the
+    /// cluster serves writes again, and its waiters see nothing meanwhile.
+    async fn wait_until_caught_up(&self, since: Instant) -> Option<Duration> {
+        let target = async {
+            let leader = self.cluster.wait_for_leader(self.settings.recovery_timeout).await?;
+            let status = self.cluster.status(leader, Duration::from_secs(2)).await?;
+            anyhow::Ok(status.committed_index.unwrap_or(0))
+        };
+        let target = match target.await {
+            Ok(target) => target,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "failed to read the leader's commit index");
+                return None;
+            }
+        };
+        let members = self.cluster.live_members();
+        let cluster = &*self.cluster;
+        let condition = format!("nodes {members:?} to apply index {target}");
+        let waited = wait_until(&condition, self.settings.recovery_timeout, || {
+            let members = members.clone();
+            async move {
+                for id in members {
+                    let applied = cluster
+                        .status(id, Duration::from_millis(500))
+                        .await
+                        .map_err(|error| format!("node {id}: {error:#}"))?
+                        .applied_index
+                        .unwrap_or(0);
+                    if applied < target {
+                        return Err(format!("node {id} applied {applied}"));
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => Some(since.elapsed()),
+            Err(error) => {
+                tracing::error!(%error, "a member did not catch up after the heal");
+                None
+            }
+        }
     }
 
     /// Writes on the probe pool until a write succeeds, and returns the

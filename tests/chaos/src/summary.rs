@@ -39,6 +39,8 @@ pub struct Recovery {
     pub new_leader: Spread,
     /// Heal to the first successful write.
     pub full_service: Spread,
+    /// Heal until every member applied the leader's commit index.
+    pub caught_up: Spread,
 }
 
 /// The machine a run used.
@@ -90,11 +92,13 @@ impl Summary {
         let mut faults_by_kind = BTreeMap::new();
         let mut leader_times: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut service_times: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut catch_up_times: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for fault in &faults {
             let kind = kind_name(fault);
             *faults_by_kind.entry(kind.clone()).or_insert(0) += 1;
             leader_times.entry(kind.clone()).or_default().extend(fault.new_leader_ms);
-            service_times.entry(kind).or_default().push(fault.full_service_ms);
+            service_times.entry(kind.clone()).or_default().push(fault.full_service_ms);
+            catch_up_times.entry(kind).or_default().extend(fault.caught_up_ms);
         }
         let recovery_by_kind = faults_by_kind
             .keys()
@@ -102,6 +106,7 @@ impl Summary {
                 let recovery = Recovery {
                     new_leader: Spread::of(leader_times.remove(kind).unwrap_or_default()),
                     full_service: Spread::of(service_times.remove(kind).unwrap_or_default()),
+                    caught_up: Spread::of(catch_up_times.remove(kind).unwrap_or_default()),
                 };
                 (kind.clone(), recovery)
             })
@@ -146,10 +151,11 @@ impl Summary {
         lines.push(format!("faults ({}):", self.faults.len()));
         for (kind, recovery) in &self.recovery_by_kind {
             lines.push(format!(
-                "  {kind:<18} x{}  new leader ms min/median/max {}  full service ms {}",
+                "  {kind:<18} x{:<3} ms min/median/max: new leader {}, full service {}, all caught up {}",
                 self.faults_by_kind.get(kind).copied().unwrap_or(0),
                 spread_text(&recovery.new_leader),
                 spread_text(&recovery.full_service),
+                spread_text(&recovery.caught_up),
             ));
         }
         for fault in self.faults.iter().filter(|fault| !fault.detail.is_empty()) {
