@@ -83,6 +83,13 @@ pub fn worker_cycle(base: &Command) -> Result<()> {
     assert_eq!(acked["operation"], "ack");
     assert_eq!(acked["message_id"], Value::from(message_id.as_str()));
 
+    // A second ack finds no active message: the result is printed and the
+    // exit status is 3, so that scripts notice.
+    let again = run(raftq(base, &["ack", "--pool", &pool, "--message-id", &message_id, "--token", token]))?;
+    assert_eq!(again.status.code(), Some(3), "{}", String::from_utf8_lossy(&again.stderr));
+    let again_result: Value = serde_json::from_slice(&again.stdout).context("the second ack printed no JSON")?;
+    assert_eq!(again_result["status"], "not_found");
+
     let read = run_json(raftq(base, &["read", "--pool", &pool, "--message-id", &message_id]))?;
     assert_eq!(read["message"], Value::Null, "an acked message is not active");
 

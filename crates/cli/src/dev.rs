@@ -51,7 +51,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let mut shutdown = Box::pin(shutdown_signal().context("failed to install the SIGTERM and SIGINT handlers")?);
 
     // The guard deletes a temporary directory when it drops, after the nodes stopped.
-    let (_temporary, root) = match &args.data_dir {
+    let (mut temporary, root) = match &args.data_dir {
         Some(dir) => (None, dir.clone()),
         None => {
             let temporary = tempfile::Builder::new()
@@ -74,6 +74,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
     if let Err(error) = started {
         stop_nodes(&mut nodes).await;
+        // The error names a node's log file: keep the directory for reading it.
+        if let Some(directory) = temporary.take() {
+            let kept = directory.keep();
+            eprintln!("kept the data directory {} for its logs", kept.display());
+        }
         return Err(error);
     }
 
@@ -244,13 +249,17 @@ fn print_welcome(root: &Path, nodes: &[DevNode], temporary: bool) {
     }
     let endpoints: Vec<String> = nodes.iter().map(DevNode::endpoint).collect();
     println!();
+    // The full path, since a binary run through `cargo run` is not on PATH.
+    let binary = std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "raftq".to_string());
     println!("Try, in another shell:");
     println!("  export RAFTQ_ENDPOINTS={}", endpoints.join(","));
     println!(
-        "  raftq enqueue --pool {} --kind demo.v1 --key first --target '{{\"container\": \"abc\"}}'",
+        "  {binary} enqueue --pool {} --kind demo.v1 --key first --target '{{\"container\": \"abc\"}}'",
         uuid::Uuid::new_v4()
     );
-    println!("  raftq status");
+    println!("  {binary} status");
     println!();
     println!("Press Ctrl-C to stop all three nodes.");
 }

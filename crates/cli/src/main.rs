@@ -40,13 +40,36 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // `{:#}` prints the context chain on one line, without the
-            // backtrace that anyhow's Debug form adds when RUST_BACKTRACE is set.
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast_ref::<queue::NotAccepted>() {
+            Some(not_accepted) => {
+                eprintln!("{not_accepted}");
+                ExitCode::from(queue::NotAccepted::EXIT_CODE)
+            }
+            None => {
+                eprintln!("error: {}", render_error(&error));
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Renders an error and its causes on one line, without the backtrace that
+/// anyhow's Debug form adds when RUST_BACKTRACE is set. A cause whose text an
+/// outer message already contains is left out, since many error types repeat
+/// their source in their own message.
+fn render_error(error: &anyhow::Error) -> String {
+    let mut rendered = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if rendered.contains(&text) {
+            continue;
+        }
+        if !rendered.is_empty() {
+            rendered.push_str(": ");
+        }
+        rendered.push_str(&text);
+    }
+    rendered
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -62,4 +85,37 @@ fn run(cli: Cli) -> Result<()> {
             Command::Bench(args) => bench::run(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use super::render_error;
+
+    /// An error that repeats its source in its own message, as many do.
+    #[derive(Debug)]
+    struct BindFailed(std::io::Error);
+
+    impl fmt::Display for BindFailed {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(formatter, "failed to bind 127.0.0.1:7000: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for BindFailed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn rendered_error_skips_repeated_cause() {
+        let source = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let error = anyhow::Error::new(BindFailed(source)).context("failed to start the node");
+
+        let rendered = render_error(&error);
+
+        assert_eq!(rendered, "failed to start the node: failed to bind 127.0.0.1:7000: address in use");
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! With `--json` each command prints exactly one JSON object on stdout, with
 //! the contract's field names; without it, one short line per result. Errors
-//! go to stderr and end the process with a non-zero status.
+//! go to stderr and end the process with status 1. An ack, release or renew
+//! whose result status is not `accepted` prints its result and ends with
+//! status 3, so that scripts notice a lost reservation.
 
 mod json;
 
@@ -30,12 +32,15 @@ pub enum QueueCommand {
     Enqueue(EnqueueArgs),
     /// Reserve the oldest matching message of a pool, if any.
     Reserve(ReserveArgs),
-    /// Acknowledge a reservation: the message is done.
+    /// Acknowledge a reservation: the message is done. Exits with 3 when
+    /// the result status is not accepted.
     Ack(ReservationArgs),
     /// Give a reservation back so that the message is delivered again, or
-    /// dead-lettered when it reached the maximum delivery attempts.
+    /// dead-lettered when it reached the maximum delivery attempts. Exits
+    /// with 3 when the result status is not accepted.
     Release(ReleaseArgs),
-    /// Extend a reservation's lease from now by the lease duration.
+    /// Extend a reservation's lease from now by the lease duration. Exits
+    /// with 3 when the result status is not accepted.
     Renew(ReservationArgs),
     /// Expire due leases now: redeliver their messages, or dead-letter those
     /// at the maximum delivery attempts.
@@ -333,15 +338,13 @@ pub async fn run(command: QueueCommand) -> Result<()> {
         QueueCommand::Ack(args) => {
             let connection = &args.connection;
             let result = connection.client()?.ack(reservation_request(&args)).await?;
-            print_operation(connection.json, &result);
-            Ok(())
+            print_operation(connection.json, &result)
         }
         QueueCommand::Release(args) => release(args).await,
         QueueCommand::Renew(args) => {
             let connection = &args.connection;
             let result = connection.client()?.renew(reservation_request(&args)).await?;
-            print_operation(connection.json, &result);
-            Ok(())
+            print_operation(connection.json, &result)
         }
         QueueCommand::ExpireLeases(args) => expire_leases(args).await,
         QueueCommand::Read(args) => read_message(args).await,
@@ -457,11 +460,43 @@ async fn release(args: ReleaseArgs) -> Result<()> {
     };
     let connection = &args.reservation.connection;
     let result = connection.client()?.release(request).await?;
-    print_operation(connection.json, &result);
+    print_operation(connection.json, &result)
+}
+
+/// An ack, release or renew that ran but whose status is not `accepted`. The
+/// result is already printed; `main` exits with [`NotAccepted::EXIT_CODE`].
+#[derive(Debug)]
+pub struct NotAccepted {
+    pub operation: String,
+    pub status: String,
+}
+
+impl NotAccepted {
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for NotAccepted {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{} finished with status {}", self.operation, self.status)
+    }
+}
+
+impl std::error::Error for NotAccepted {}
+
+/// Prints a result, and returns [`NotAccepted`] unless its status is accepted.
+fn print_operation(as_json: bool, result: &OperationResult) -> Result<()> {
+    print_result(as_json, result);
+    if result.status != "accepted" {
+        return Err(NotAccepted {
+            operation: result.operation.clone(),
+            status: result.status.clone(),
+        }
+        .into());
+    }
     Ok(())
 }
 
-fn print_operation(as_json: bool, result: &OperationResult) {
+fn print_result(as_json: bool, result: &OperationResult) {
     if as_json {
         print_json(json::operation_result(result));
         return;

@@ -17,7 +17,8 @@ use tracing_subscriber::EnvFilter;
 /// help, `RAFTQ_<OPTION>` in upper snake case.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Node id: a positive integer, unique in the cluster and never reused.
+    /// Node id: a positive integer, unique in the cluster. Reuse the id of a
+    /// removed node only after `raftq remove` of the old one has completed.
     #[arg(long, env = "RAFTQ_ID", value_parser = clap::value_parser!(u64).range(1..))]
     pub id: u64,
 

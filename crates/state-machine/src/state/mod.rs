@@ -43,6 +43,7 @@ pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
 
 /// Above this many records, debug builds skip the full invariant check after
 /// each apply, which costs a scan of the whole state.
+#[cfg(debug_assertions)]
 const DEBUG_VALIDATE_MAX_RECORDS: usize = 10_000;
 
 /// The whole replicated queue.
@@ -259,6 +260,7 @@ impl QueueState {
         self.latest_time
     }
 
+    #[cfg(debug_assertions)]
     fn record_count(&self) -> usize {
         self.pools.values().map(|pool| pool.records.len()).sum()
     }
