@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 
 # Prefect reads PREFECT_HOME when it first builds its settings, so it is set
 # before anything imports prefect: the tests never touch the user's ~/.prefect.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="raftq-prefect-home-"))
+if "PREFECT_HOME" not in os.environ:
+    _prefect_home = tempfile.TemporaryDirectory(prefix="raftq-prefect-home-")
+    # Deleted when the interpreter exits, with the test session.
+    atexit.register(_prefect_home.cleanup)
+    os.environ["PREFECT_HOME"] = _prefect_home.name
 
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
