@@ -56,3 +56,56 @@ async fn long_run() {
     assert_eq!(summary.violation_count, 0, "violations found; see the summary above (seed {})", summary.seed);
     assert_eq!(summary.check.final_unverified, 0, "some acknowledged messages were not verified");
 }
+
+/// Restarts the leader right after an acknowledged write, many times, and
+/// reads the wakeup sequence from the restarted node at once. A restarted
+/// leader that resumes its term must still serve every acknowledged write.
+/// NOTE: this fails today, with a read one sequence behind in about one
+/// restart in five (docs/chaos.md), so it is ignored until the read path
+/// is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reproduces the stale read after a leader restart; start it with --ignored restarted_leader"]
+async fn restarted_leader_serves_acknowledged_writes() {
+    use raftq_chaos::cluster::{ChaosCluster, ClusterSettings};
+    use raftq_client::proto::{ReadOptions, ReadWakeupSequenceRequest, WakeDispatchersRequest};
+    use raftq_client::RetryConfig;
+
+    init_logging();
+    let restarts = env_number("RAFTQ_CHAOS_RESTARTS", 20);
+    let settings = ClusterSettings {
+        nodes: 3,
+        serve_args: ["--heartbeat-interval-ms", "100", "--election-timeout-min-ms", "600", "--election-timeout-max-ms", "1200"]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect(),
+        ready_timeout: Duration::from_secs(30),
+    };
+    let mut cluster = ChaosCluster::start(settings).await.unwrap_or_else(|error| panic!("{error:#}"));
+    let pool = uuid::Uuid::new_v4().to_string();
+    let writer = cluster.client(RetryConfig::default()).expect("client");
+    let mut stale = Vec::new();
+
+    for attempt in 0..restarts {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await.expect("leader");
+        let mut written = 0;
+        for _ in 0..20 {
+            let request = WakeDispatchersRequest {
+                options: None,
+                work_pool_id: pool.clone(),
+            };
+            written = writer.wake_dispatchers(request).await.expect("write before the restart");
+        }
+        cluster.restart(leader).await.expect("restart");
+        let reader = cluster.node_client(leader, Duration::from_secs(10)).expect("client");
+        let request = ReadWakeupSequenceRequest {
+            read: Some(ReadOptions { local: false }),
+            work_pool_id: pool.clone(),
+        };
+        let read = reader.read_wakeup_sequence(request).await.expect("read after the restart");
+        if read < written {
+            stale.push((attempt, leader, written, read));
+        }
+    }
+
+    assert_eq!(stale, Vec::new(), "(attempt, restarted leader, acknowledged sequence, sequence read)");
+}
