@@ -132,8 +132,8 @@ pub struct FaultRecord {
     /// Time from the heal to the first successful write.
     pub full_service_ms: u64,
     /// Time from the heal until every member had applied the leader's
-    /// commit index as of the first successful write; `None` when some
-    /// member did not within the recovery timeout.
+    /// commit index as of the first successful write. `None` when a member
+    /// did not catch up within the recovery timeout.
     pub caught_up_ms: Option<u64>,
     pub detail: String,
 }

@@ -92,7 +92,7 @@ impl ChaosSettings {
     }
 
     /// Returns the settings of a long run: rounds until `duration`, longer
-    /// holds and more workers.
+    /// fault durations and more workers.
     pub fn long(duration: Duration) -> ChaosSettings {
         let mut settings = ChaosSettings::bounded(1);
         settings.budget = Budget::Duration(duration);
