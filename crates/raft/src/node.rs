@@ -242,12 +242,19 @@ impl RaftNode {
             Err(RaftError::Fatal(fatal)) => return Err(Stopped::from(&fatal).into()),
         };
 
-        if read_log_id.index() > applied.index() {
+        // openraft's read index is max(committed, first entry of this term).
+        // A leader restarted without losing its term starts from the
+        // committed index on disk, which may lag writes it acknowledged before
+        // the crash. Every acknowledged write is in the leader's own log, so
+        // waiting until its last entry is applied covers them all.
+        let last_log_index = self.inner.raft.metrics().borrow().last_log_index;
+        let read_index = read_log_id.index().max(last_log_index);
+        if read_index > applied.index() {
             let remaining = timeout.saturating_sub(started.elapsed());
             self.inner
                 .raft
                 .wait(Some(remaining))
-                .applied_index_at_least(read_log_id.index(), "linearizable read")
+                .applied_index_at_least(read_index, "linearizable read")
                 .await
                 .map_err(|error| match error {
                     WaitError::Timeout(..) => unavailable("the read index was not applied"),

@@ -60,11 +60,9 @@ async fn long_run() {
 /// Restarts the leader right after an acknowledged write, many times, and
 /// reads the wakeup sequence from the restarted node at once. A restarted
 /// leader that resumes its term must still serve every acknowledged write.
-/// NOTE: this fails today, with a read one sequence behind in about one
-/// restart in five (docs/chaos.md), so it is ignored until the read path
-/// is fixed.
+/// Before linearizable reads waited for the leader's last log entry, about
+/// one restart in five read one sequence behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces the stale read after a leader restart; start it with --ignored restarted_leader"]
 async fn restarted_leader_serves_acknowledged_writes() {
     use raftq_chaos::cluster::{ChaosCluster, ClusterSettings};
     use raftq_client::proto::{ReadOptions, ReadWakeupSequenceRequest, WakeDispatchersRequest};
