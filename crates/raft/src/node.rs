@@ -339,10 +339,48 @@ impl RaftNode {
     pub async fn add_learner(&self, id: u64, node: NodeInfo) -> Result<(), MembershipError> {
         tracing::info!(node_id = self.node_id(), learner = id, %node, "adding a learner");
         let raft = self.inner.raft.clone();
+        let started = tokio::time::Instant::now();
         self.change_membership("add learner", async move {
             raft.add_learner(id, node, true).await
         })
-        .await
+        .await?;
+
+        // openraft's blocking add returns once the learner is within its
+        // replication lag threshold (5000 entries by default), which may be
+        // before the learner has the snapshot it needs. Promoting it then
+        // would leave a voter that cannot vote usefully, so wait until it
+        // holds everything the leader had when the learner joined.
+        let target = self.inner.raft.metrics().borrow().last_log_index;
+        let remaining = self
+            .inner
+            .config
+            .membership_timeout()
+            .saturating_sub(started.elapsed());
+        self.inner
+            .raft
+            .wait(Some(remaining))
+            .metrics(
+                |metrics| {
+                    let matched = metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|replication| replication.get(&id).cloned().flatten())
+                        .map(|log_id| log_id.index);
+                    matched >= target
+                },
+                "learner caught up",
+            )
+            .await
+            .map_err(|error| match error {
+                WaitError::Timeout(..) => MembershipError::Unavailable {
+                    reason: format!("learner {id} did not catch up to index {target:?} in time"),
+                },
+                WaitError::ShuttingDown => MembershipError::Unavailable {
+                    reason: "raft is shutting down".to_string(),
+                },
+            })?;
+        tracing::info!(node_id = self.node_id(), learner = id, index = ?target, "learner caught up");
+        Ok(())
     }
 
     /// Makes `voters` the voter set. Each new voter must already be a

@@ -68,7 +68,17 @@ async fn joiners_catch_up_from_snapshot_after_purge() {
     let mut joiner_wakeups = second.subscribe_wakeups(pool);
     assert_eq!(*joiner_wakeups.borrow(), 0);
 
+    let before_join = last_log_index(&first);
     first.add_learner(2, node_info(&second)).await.unwrap();
+    // add_learner returns only once the learner holds the leader's log.
+    let matched = first
+        .metrics()
+        .borrow()
+        .replication
+        .as_ref()
+        .and_then(|replication| replication.get(&2).cloned().flatten())
+        .map(|log_id| log_id.index);
+    assert!(matched >= Some(before_join), "learner 2 matched {matched:?}, leader had {before_join}");
     first.add_learner(3, node_info(&third)).await.unwrap();
 
     let applied = last_log_index(&first);
