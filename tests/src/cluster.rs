@@ -288,7 +288,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Pauses a node with SIGSTOP: it keeps its sockets but answers nothing.
+    /// Pauses a node with SIGSTOP: it keeps its sockets but responds to nothing.
     pub fn pause(&self, id: u64) -> Result<()> {
         self.signal(id, libc::SIGSTOP)
     }

@@ -98,7 +98,7 @@ pub struct StatusArgs {
     /// first node that responded) plus `nodes`, every node's own status.
     #[arg(long)]
     pub json: bool,
-    /// Time limit of each node's answer, in milliseconds.
+    /// Time limit of each node's response, in milliseconds.
     #[arg(long, default_value_t = 2_000, value_name = "MS")]
     pub timeout_ms: u64,
 }
@@ -391,8 +391,8 @@ async fn status(args: StatusArgs) -> Result<()> {
             .collect();
         bail!("no node responded: {}", errors.join("; "));
     }
-    // The leader's view is the reference; without a reachable leader, the
-    // first node that answered.
+    // The leader's view is the reference. Without a reachable leader, the
+    // first node that responded is.
     let (reference_endpoint, reference) = reachable
         .iter()
         .find(|(_, status)| status.role == "leader")

@@ -347,9 +347,9 @@ impl RaftNode {
 
         // openraft's blocking add returns once the learner is within its
         // replication lag threshold (5000 entries by default), which may be
-        // before the learner has the snapshot it needs. Promoting it then
-        // would leave a voter that cannot vote usefully, so wait until it
-        // holds everything the leader had when the learner joined.
+        // before the learner has the snapshot it needs. A voter promoted then
+        // could not help form a majority, so wait until its log contains
+        // everything the leader had when the learner joined.
         let target = self.inner.raft.metrics().borrow().last_log_index;
         let remaining = self
             .inner

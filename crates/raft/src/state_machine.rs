@@ -279,9 +279,9 @@ fn record_events(log_id: LogId, events: &[Event], wakeups: &mut HashMap<Uuid, u6
                 dead_letter,
                 source,
             } => {
-                // The node that served the write logs the full warning; every
-                // node (and every replay after a restart) applies it, so the
-                // line here stays at debug.
+                // The node that served the write logs the full warning. Every
+                // node, and every replay after a restart, applies the entry,
+                // so the line here stays at debug.
                 tracing::debug!(
                     log_index = log_id.index,
                     pool = %dead_letter.message.work_pool_id,

@@ -70,7 +70,7 @@ async fn joiners_catch_up_from_snapshot_after_purge() {
 
     let before_join = last_log_index(&first);
     first.add_learner(2, node_info(&second)).await.unwrap();
-    // add_learner returns only once the learner holds the leader's log.
+    // add_learner returns only once the learner's log contains the leader's.
     let matched = first
         .metrics()
         .borrow()

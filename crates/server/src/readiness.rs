@@ -3,7 +3,7 @@
 //! The empty service name reports the process: SERVING from the end of
 //! startup until a graceful stop begins, for liveness checks. The
 //! `raftq.v1.Queue` name reports whether this node can serve queue calls now:
-//! SERVING only while it sees a leader, so a readiness probe keeps clients
+//! SERVING only while a leader is known, so a readiness probe keeps clients
 //! away from a node that is cut off from the majority or not yet in a cluster.
 
 use raftq_proto::v1::queue_server::QueueServer;

@@ -54,8 +54,8 @@ impl Policy {
     pub const DEFAULT_LEASE_US: i64 = 30_000_000;
     pub const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 3;
     /// 7 days. The reference memory backend keeps tombstones for the life of
-    /// the process; a durable store would grow without bound with that, so
-    /// the default is finite and a caller can still ask to keep them.
+    /// the process. A durable store would grow without bound with that, so
+    /// the default is finite, and a caller can still request to keep them.
     pub const DEFAULT_COMPLETED_RETENTION_US: i64 = 7 * 24 * 3600 * 1_000_000;
     pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 64 * 1024;
     /// 10 minutes: far longer than any client's retry loop.
@@ -109,7 +109,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// The operation's name, as used in metrics and logs.
+    /// Returns the operation's name, as used in metrics and logs.
     pub fn name(&self) -> &'static str {
         match self {
             Operation::Enqueue(_) => "enqueue",
@@ -124,7 +124,7 @@ impl Operation {
         }
     }
 
-    /// The pool the operation is scoped to, if it is scoped to one.
+    /// Returns the pool the operation is scoped to, if it is scoped to one.
     pub fn work_pool_id(&self) -> Option<Uuid> {
         match self {
             Operation::Enqueue(enqueue) => Some(enqueue.work_pool_id),
@@ -176,7 +176,7 @@ pub struct ReservationRef {
     pub reservation_token: String,
 }
 
-/// What one applied command returns to its caller.
+/// The response of one applied command to its caller.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Enqueued {
@@ -198,8 +198,8 @@ pub enum Response {
     Rejected(CommandError),
 }
 
-/// Why a message moved to the dead-letter queue, as the observability signals
-/// name it.
+/// The cause of a dead-letter move, with the names the observability
+/// signals use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeadLetterSource {
     Reserve,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-/// Why a command was rejected without changing the state.
+/// The reason a command was rejected without changing the state.
 ///
 /// These are replicated outcomes: every node computes the same rejection, so
 /// they are values inside [`crate::Response::Rejected`] as well as errors for

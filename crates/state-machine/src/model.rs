@@ -88,7 +88,7 @@ pub enum OperationStatus {
 }
 
 impl OperationStatus {
-    /// The contract's wire name of the status.
+    /// Returns the contract's wire name of the status.
     pub fn as_str(self) -> &'static str {
         match self {
             OperationStatus::Accepted => "accepted",
@@ -178,7 +178,7 @@ pub struct PoolStats {
     /// Active messages with a live reservation.
     pub reserved: u64,
     pub dead_lettered: u64,
-    /// Acked messages whose tombstone still holds their keys.
+    /// Acked messages whose tombstone still keeps their keys taken.
     pub tombstones: u64,
     pub wakeup_sequence: u64,
 }

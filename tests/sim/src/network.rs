@@ -61,7 +61,7 @@ pub struct NetworkCounters {
     pub unreachable: u64,
     /// InstallSnapshot chunks sent, delivered or not.
     pub snapshot_chunks: u64,
-    /// AppendEntries requests answered `Success` without delivery (only with
+    /// AppendEntries requests acknowledged with `Success` without delivery (only with
     /// [`Router::set_lying_leader`]).
     pub faked_appends: u64,
 }
@@ -146,7 +146,7 @@ impl Router {
 
     /// A deliberately broken network for testing the checks: while set,
     /// every AppendEntries request from `leader_id`, heartbeats included, is
-    /// dropped and answered `Success`. That leader then counts followers that
+    /// dropped and acknowledged with `Success`. That leader then counts followers that
     /// never stored its entries towards its quorum, and because it never
     /// sees a conflict, openraft's own check of matching indexes stays quiet.
     pub fn set_lying_leader(&self, leader_id: Option<u64>) {
@@ -254,7 +254,7 @@ impl Router {
         }
         match result {
             Ok(reply) => Ok(reply),
-            // A stopping node answers `Fatal`, which a real peer reports as a
+            // A stopping node returns `Fatal`, which a real peer reports as a
             // closed connection.
             Err(RaftError::Fatal(fatal)) => {
                 tracing::debug!(source, target, rpc = %kind, %fatal, "target stopped during an rpc");

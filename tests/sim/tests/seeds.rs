@@ -100,7 +100,7 @@ fn seeded_runs_hold_every_invariant() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A network that answers `Success` to the appends of the first leader
+/// A network that acknowledges with `Success` the appends of the first leader
 /// without delivering them lets that leader acknowledge writes that only it
 /// holds. The followers elect a new leader without them, and once the liar
 /// is crashed and kept down, the checks must report the lost writes.
